@@ -1,0 +1,81 @@
+"""Render the shipped Mosquitto config and ACL for one broker instance (port, data dir)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devicekit.topics import validate_device_id
+
+_HERE = Path(__file__).parent
+HUB_USER = "natalia-hub"
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Everything that varies between broker instances; the rest is fixed in the template."""
+
+    data_dir: Path
+    port: int = 1883
+    bind_address: str = "127.0.0.1"
+    hub_user: str = HUB_USER
+    autosave_interval: int = 5
+    session_expiry: str = "14d"
+    max_queued_messages: int = 1_000_000
+    max_packet_size: int = 256 * 1024
+    log_to_stdout: bool = False
+    run_user: str = field(default_factory=getpass.getuser)
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.data_dir / "natalia.acl"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "passwd"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "mosquitto.log"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "mosquitto.pid"
+
+
+def render(settings: BrokerSettings) -> Path:
+    """Write ``mosquitto.conf``, the ACL and an (empty) password file; return the config path."""
+    validate_device_id(settings.hub_user)
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    values = {
+        "port": settings.port,
+        "bind_address": settings.bind_address,
+        "data_dir": data_dir,
+        "password_file": settings.password_file.resolve(),
+        "acl_file": settings.acl_file.resolve(),
+        "autosave_interval": settings.autosave_interval,
+        "session_expiry": settings.session_expiry,
+        "max_queued_messages": settings.max_queued_messages,
+        "max_packet_size": settings.max_packet_size,
+        "log_dest": "stdout" if settings.log_to_stdout else f"file {settings.log_file.resolve()}",
+        "run_user": settings.run_user,
+        "hub_user": settings.hub_user,
+    }
+    _write_private(settings.config_file, (_HERE / "mosquitto.conf.in").read_text().format(**values))
+    _write_private(settings.acl_file, (_HERE / "natalia.acl.in").read_text().format(**values))
+    if not settings.password_file.exists():
+        _write_private(settings.password_file, "")
+    return settings.config_file
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)

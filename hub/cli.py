@@ -1,0 +1,150 @@
+"""The ``natalia`` command: one entry point for operators, HQ staff and device makers.
+
+Sub-commands import what they need lazily, so ``natalia device simulate`` works with only the
+``device`` extra installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config or os.environ.get("NATALIA_CONFIG") or "hub.toml")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", "-c", help="hub config file (default: $NATALIA_CONFIG or ./hub.toml)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hub import commands
+
+    parser = argparse.ArgumentParser(
+        prog="natalia", description="Personal alarm for human-rights defenders at risk."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    init = groups.add_parser("init", help="create a config directory (hub.toml, broker/)")
+    init.add_argument("directory", type=Path)
+    init.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    init.set_defaults(func=commands.init)
+
+    demo = groups.add_parser("demo", help="run the whole alarm path once on this machine")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.set_defaults(func=commands.demo)
+
+    broker = groups.add_parser("broker", help="the Mosquitto broker").add_subparsers(
+        dest="action", required=True
+    )
+    run_broker = broker.add_parser("run", help="render the config and run mosquitto")
+    _add_config(run_broker)
+    run_broker.set_defaults(func=commands.broker_run)
+
+    hub = groups.add_parser("hub", help="the hub service").add_subparsers(
+        dest="action", required=True
+    )
+    run_hub = hub.add_parser("run", help="run the hub until SIGTERM")
+    run_hub.add_argument(
+        "--ready-file", type=Path, help="write the hub's pid here once it is connected"
+    )
+    _add_config(run_hub)
+    run_hub.set_defaults(func=commands.hub_run)
+
+    defender = groups.add_parser("defender", help="defenders").add_subparsers(
+        dest="action", required=True
+    )
+    add = defender.add_parser("add", help="register a defender")
+    add.add_argument("name")
+    add.add_argument("--language", default="en")
+    add.add_argument("--timezone", default="UTC", help="IANA zone, e.g. Europe/Stockholm")
+    _add_config(add)
+    add.set_defaults(func=commands.defender_add)
+    listing = defender.add_parser("list")
+    _add_config(listing)
+    listing.set_defaults(func=commands.defender_list)
+
+    contact = groups.add_parser("contact", help="people to notify").add_subparsers(
+        dest="action", required=True
+    )
+    add = contact.add_parser("add", help="add a contact of a defender, or of HQ with --hq")
+    add.add_argument("name")
+    add.add_argument("url", help="channel URL, e.g. mailto://..., tgram://..., facebook://...")
+    who = add.add_mutually_exclusive_group(required=True)
+    who.add_argument("--defender", type=int, help="the defender's id")
+    who.add_argument("--hq", action="store_true", help="HQ: told of every alarm")
+    add.add_argument("--language", default="en")
+    _add_config(add)
+    add.set_defaults(func=commands.contact_add)
+    listing = contact.add_parser("list")
+    _add_config(listing)
+    listing.set_defaults(func=commands.contact_list)
+
+    device = groups.add_parser("device", help="wristbands").add_subparsers(
+        dest="action", required=True
+    )
+    add = device.add_parser("add", help="register a wristband and create its broker account")
+    add.add_argument("device_id")
+    add.add_argument("--defender", type=int, required=True)
+    _add_config(add)
+    add.set_defaults(func=commands.device_add)
+    listing = device.add_parser("list")
+    _add_config(listing)
+    listing.set_defaults(func=commands.device_list)
+    try:
+        from devicekit.cli import add_commands
+    except ImportError:  # the device extra is not installed
+        pass
+    else:
+        add_commands(device)
+
+    alarms = groups.add_parser("alarms", help="alarms and their timeline").add_subparsers(
+        dest="action", required=True
+    )
+    listing = alarms.add_parser("list")
+    _add_config(listing)
+    listing.set_defaults(func=commands.alarms_list)
+    show = alarms.add_parser("show", help="timeline and deliveries of one alarm")
+    show.add_argument("ref", help="alarm reference, e.g. A12")
+    _add_config(show)
+    show.set_defaults(func=commands.alarms_show)
+
+    rejected = groups.add_parser("rejected", help="messages the hub refused").add_subparsers(
+        dest="action", required=True
+    )
+    listing = rejected.add_parser("list")
+    _add_config(listing)
+    listing.set_defaults(func=commands.rejected_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from hub.logs import configure_logging
+
+    configure_logging(logging.DEBUG if args.verbose else logging.INFO)
+    args.config_path = _config_path(args) if hasattr(args, "config") else None
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from hub.commands import USER_ERRORS
+
+        if isinstance(exc, USER_ERRORS):
+            print(f"natalia: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""Implementations of the ``natalia`` sub-commands (parsing lives in ``hub.cli``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+from sqlalchemy.engine import Engine
+
+from hub.admin import AdminError
+from hub.config import ConfigError, HubConfig, load_config
+from hub.plugin_api import InvalidChannelURL, PluginError
+
+#: Errors shown to the user as one line, without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    AdminError,
+    ConfigError,
+    InvalidChannelURL,
+    PluginError,
+    FileExistsError,
+)
+
+
+def _config(args: argparse.Namespace) -> HubConfig:
+    return load_config(args.config_path)
+
+
+def _engine(config: HubConfig) -> Engine:
+    from hub.db import make_engine
+
+    return make_engine(config.database.url)
+
+
+def init(args: argparse.Namespace) -> int:
+    from hub.setup import init_directory
+
+    path = init_directory(args.directory, args.port)
+    print(f"created {path} and {args.directory / 'broker'}")
+    print(f"next: natalia broker run -c {path}   and   natalia hub run -c {path}")
+    return 0
+
+
+def broker_run(args: argparse.Namespace) -> int:
+    from broker.config import render
+    from broker.launcher import find_mosquitto
+    from hub.setup import broker_settings
+
+    config = _config(args)
+    if config.broker.data_dir is None:
+        raise ConfigError("[broker] data_dir is not set: run `natalia init DIR` to create one")
+    settings = broker_settings(config.broker.data_dir, config.broker.port, log_to_stdout=True)
+    conf = render(settings)
+    binary = find_mosquitto()
+    settings.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid
+    os.execv(binary, [binary, "-c", str(conf)])
+    return 1  # not reached
+
+
+def hub_run(args: argparse.Namespace) -> int:
+    from hub.service import Hub
+
+    config = _config(args)
+
+    async def run() -> None:
+        hub = Hub(config, ready_file=args.ready_file)
+        hub.install_signal_handlers()
+        await hub.run()
+
+    asyncio.run(run())
+    return 0
+
+
+def defender_add(args: argparse.Namespace) -> int:
+    from hub.admin import add_defender
+
+    defender = add_defender(_engine(_config(args)), args.name, args.language, args.timezone)
+    print(f"defender {defender.id}: {defender.name}")
+    return 0
+
+
+def defender_list(args: argparse.Namespace) -> int:
+    from hub.admin import list_defenders
+
+    for defender in list_defenders(_engine(_config(args))):
+        print(f"{defender.id}\t{defender.name}\t{defender.language}\t{defender.timezone}")
+    return 0
+
+
+def contact_add(args: argparse.Namespace) -> int:
+    from hub.admin import add_contact
+    from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+
+    config = _config(args)
+    registry = NotifierRegistry.from_plugins(
+        get_plugin_manager(load_entry_points=config.load_entry_points), config.plugins
+    )
+    contact = add_contact(
+        _engine(config), registry, args.name, args.url,
+        None if args.hq else args.defender, args.language,
+    )
+    print(f"contact {contact.id}: {contact.name}")
+    return 0
+
+
+def contact_list(args: argparse.Namespace) -> int:
+    from hub.admin import list_contacts
+    from hub.plugin_api import mask_url
+
+    for contact in list_contacts(_engine(_config(args))):
+        owner = "HQ" if contact.defender_id is None else f"defender {contact.defender_id}"
+        print(f"{contact.id}\t{contact.name}\t{owner}\t{mask_url(contact.channel_url)}")
+    return 0
+
+
+def device_add(args: argparse.Namespace) -> int:
+    from hub.admin import add_device
+
+    config = _config(args)
+    creds = add_device(_engine(config), args.device_id, args.defender, config.broker.data_dir)
+    print(f"device {creds.device_id} registered; broker password (shown once): {creds.password}")
+    if not creds.broker_reloaded:
+        print("the broker is not running; it will read the new account when it starts")
+    return 0
+
+
+def device_list(args: argparse.Namespace) -> int:
+    from hub.admin import list_devices
+
+    for device in list_devices(_engine(_config(args))):
+        seen = device.last_seen_at.isoformat(timespec="seconds") if device.last_seen_at else "never"
+        state = "active" if device.active else "suspended"
+        print(f"{device.id}\tdefender {device.defender_id}\t{state}\tlast seen {seen}")
+    return 0
+
+
+def alarms_list(args: argparse.Namespace) -> int:
+    from hub.store import Store
+
+    store = Store(_engine(_config(args)))
+    for alarm in store.alarms():
+        print(
+            f"A{alarm.id}\t{alarm.received_at.isoformat(timespec='seconds')}\t{alarm.kind}\t"
+            f"{alarm.state}\tdevice {alarm.device_id}\tcopies {alarm.copies_received}"
+        )
+    return 0
+
+
+def alarms_show(args: argparse.Namespace) -> int:
+    from hub.store import Store
+
+    store = Store(_engine(_config(args)))
+    try:
+        alarm_pk = int(args.ref.lstrip("Aa"))
+    except ValueError:
+        raise AdminError(f"{args.ref!r} is not an alarm reference like A12") from None
+    alarm = store.get_alarm(alarm_pk)
+    if alarm is None:
+        raise AdminError(f"no alarm {args.ref}")
+    print(f"A{alarm.id} {alarm.kind} from {alarm.device_id}: {alarm.state}")
+    for event in store.events(alarm_pk):
+        print(f"  {event.at.isoformat(timespec='seconds')}  {event.kind:<16} {event.actor:<20} "
+              f"{event.detail}")
+    for delivery in store.deliveries(alarm_pk):
+        print(f"  delivery {delivery.id}: {delivery.recipient} via {delivery.channel_masked}: "
+              f"{delivery.status} {delivery.detail}")
+    return 0
+
+
+def rejected_list(args: argparse.Namespace) -> int:
+    from hub.store import Store
+
+    for rejected in Store(_engine(_config(args))).rejected():
+        print(f"R{rejected.id}\t{rejected.received_at.isoformat(timespec='seconds')}\t"
+              f"{rejected.device_id or '?'}\t{rejected.channel or '?'}\t{rejected.reason}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from hub.demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
+

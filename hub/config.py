@@ -1,0 +1,105 @@
+"""The hub's one config file (TOML), validated by pydantic, with secrets overridable from env.
+
+Relative paths in the file are relative to the file's own directory, so a config directory can be
+moved as a whole. Environment overrides: ``NATALIA_DATABASE_URL``, ``NATALIA_BROKER_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from broker.config import HUB_USER
+
+
+class ConfigError(RuntimeError):
+    """The config file is missing or invalid; the message says which key and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        default="sqlite:///natalia.db",
+        description="SQLAlchemy URL: sqlite:///file.db or postgresql+psycopg://user@host/db",
+    )
+
+
+class BrokerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str = HUB_USER
+    password: SecretStr = SecretStr("")
+    keepalive_s: int = Field(default=30, ge=5, le=300)
+    session_expiry_s: int = Field(
+        default=14 * 24 * 3600,
+        ge=60,
+        description="How long the broker keeps the hub's session and queued alarms while it is away.",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="The broker's data dir (from `natalia init`); device accounts are written here.",
+    )
+
+
+class DeliveryConfig(_Section):
+    timeout_s: float = Field(default=15.0, gt=0, le=300, description="Cut-off for one send.")
+
+
+class HubConfig(_Section):
+    database: DatabaseConfig = DatabaseConfig()
+    broker: BrokerConfig = BrokerConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    plugins: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
+    )
+    load_entry_points: bool = Field(
+        default=True, description="Load third-party plugins from the natalia.plugins entry points."
+    )
+
+
+def load_config(path: Path) -> HubConfig:
+    """Read, resolve and validate the config file at ``path``."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found: create one with `natalia init`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return config_from_mapping(raw, base_dir=path.parent)
+
+
+def config_from_mapping(raw: dict[str, Any], base_dir: Path) -> HubConfig:
+    """Validate a config mapping; paths and SQLite URLs become absolute under ``base_dir``."""
+    raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    database = raw.setdefault("database", {})
+    if env_url := os.environ.get("NATALIA_DATABASE_URL"):
+        database["url"] = env_url
+    broker = raw.setdefault("broker", {})
+    if env_password := os.environ.get("NATALIA_BROKER_PASSWORD"):
+        broker["password"] = env_password
+    try:
+        config = HubConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors(include_input=False)
+        )
+        raise ConfigError(f"invalid hub config: {problems}") from None
+    config.database.url = _absolute_sqlite_url(config.database.url, base_dir)
+    if config.broker.data_dir is not None and not config.broker.data_dir.is_absolute():
+        config.broker.data_dir = (base_dir / config.broker.data_dir).resolve()
+    return config
+
+
+def _absolute_sqlite_url(url: str, base_dir: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        return prefix + str((base_dir / url[len(prefix) :]).resolve())
+    return url

@@ -1,0 +1,107 @@
+"""Send the outbox: every pending delivery in its own task, each cut off by a timeout.
+
+One slow or hanging channel never delays another; every result, including a timeout or a
+plugin's exception, is recorded on the delivery row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+
+from hub.database import AsyncStore
+from hub.plugin_api import DeliveryResult, InvalidChannelURL, Notification, Notifier, url_scheme
+from hub.plugin_manager import NotifierRegistry
+from hub.store import DeliveryJob
+
+log = logging.getLogger(__name__)
+
+
+async def send_with_timeout(
+    notifier: Notifier, notification: Notification, timeout: float
+) -> DeliveryResult:
+    """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result."""
+    try:
+        async with asyncio.timeout(timeout):
+            if inspect.iscoroutinefunction(notifier.send):
+                result = await notifier.send(notification)
+            else:
+                result = await asyncio.to_thread(notifier.send, notification)
+                if inspect.isawaitable(result):
+                    result = await result
+    except TimeoutError:
+        return DeliveryResult.failure(f"timed out after {timeout:g} s")
+    except Exception as exc:
+        log.exception("notifier %s raised on delivery %s", notifier.name, notification.delivery_id)
+        text = str(exc).replace(notification.url, "<channel url>")[:300]
+        return DeliveryResult.failure(f"{notifier.name} raised {type(exc).__name__}: {text}")
+    if not isinstance(result, DeliveryResult):
+        return DeliveryResult.failure(f"{notifier.name} returned {type(result).__name__}, "
+                                      "not a DeliveryResult")
+    return result
+
+
+class Dispatcher:
+    """Claims pending deliveries and sends them; ``kick()`` wakes it after a commit."""
+
+    def __init__(
+        self,
+        db: AsyncStore,
+        registry: NotifierRegistry,
+        timeout: float,
+        on_alarm_notified: Callable[[int], Awaitable[None]],
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.registry = registry
+        self.timeout = timeout
+        self.on_alarm_notified = on_alarm_notified
+        self.poll_interval = poll_interval
+        self._wakeup = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def kick(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        requeued = await self.db.run(self.db.store.requeue_interrupted)
+        if requeued:
+            log.warning("re-sending %d deliveries interrupted by the previous stop", requeued)
+        while True:
+            self._wakeup.clear()
+            for job in await self.db.run(self.db.store.claim_pending):
+                task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.delivery_id}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+            except TimeoutError:
+                pass
+
+    async def drain(self) -> None:
+        """Wait for the sends in flight (used on shutdown)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _deliver(self, job: DeliveryJob) -> None:
+        notification = job.notification
+        try:
+            notifier = self.registry.for_url(notification.url)
+        except InvalidChannelURL as exc:
+            result = DeliveryResult.failure(str(exc), permanent=True)
+            scheme = "?"
+        else:
+            scheme = url_scheme(notification.url)
+            result = await send_with_timeout(notifier, notification, self.timeout)
+        log.info(
+            "delivery %s (%s, %s://): %s",
+            job.delivery_id,
+            notification.alarm_ref,
+            scheme,
+            "ok" if result.ok else "failed",
+        )
+        completed = await self.db.run(self.db.store.finish_delivery, job.delivery_id, result)
+        if completed and job.alarm_pk is not None:
+            await self.on_alarm_notified(job.alarm_pk)

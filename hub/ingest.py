@@ -1,0 +1,98 @@
+"""Turn one MQTT message into stored facts, or into a kept-and-reported rejection.
+
+``handle()`` returns only after the database commit; its return value becomes the PUBACK
+reason code, so the broker discards a message only when the hub has it. When the database is
+unavailable it raises: no PUBACK is sent and the broker keeps the message for redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from devicekit import protocol
+from devicekit.topics import parse_topic
+from hub.database import AsyncStore
+from hub.store import AlarmOutcome, UnknownDevice
+
+log = logging.getLogger(__name__)
+
+PUBACK_SUCCESS = 0
+
+
+@dataclass(frozen=True)
+class Rejection:
+    rejected_id: int
+    reason: str
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """A reason HQ can read, naming fields but never their values (they may be coordinates)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        location = ".".join(str(part) for part in error["loc"]) or "payload"
+        parts.append(f"{location}: {error['msg']}")
+    more = len(exc.errors()) - len(parts)
+    return "schema error: " + "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+class Ingest:
+    """The hub's message handler. ``on_alarm`` runs after an alarm (or a copy of one) is stored."""
+
+    def __init__(
+        self,
+        db: AsyncStore,
+        on_alarm: Callable[[AlarmOutcome], Awaitable[None]],
+        on_rejected: Callable[[Rejection], Awaitable[None]],
+    ) -> None:
+        self.db = db
+        self.on_alarm = on_alarm
+        self.on_rejected = on_rejected
+
+    async def handle(self, topic: str, payload: bytes) -> int:
+        try:
+            device_id, channel = parse_topic(topic)
+        except ValueError as exc:
+            return await self._reject(topic, None, None, str(exc), payload)
+        if channel not in protocol.DEVICE_CHANNELS:
+            reason = f"channel {channel!r} is hub-to-device only"
+            return await self._reject(topic, device_id, channel, reason, payload)
+        if len(payload) > protocol.MAX_PAYLOAD_BYTES:
+            reason = f"payload of {len(payload)} bytes exceeds the {protocol.MAX_PAYLOAD_BYTES} limit"
+            return await self._reject(topic, device_id, channel, reason, payload)
+        try:
+            message = protocol.parse_device_message(channel, payload)
+        except ValidationError as exc:
+            return await self._reject(
+                topic, device_id, channel, describe_validation_error(exc), payload
+            )
+        except ValueError as exc:
+            return await self._reject(topic, device_id, channel, str(exc), payload)
+        try:
+            if isinstance(message, protocol.Alarm):
+                outcome = await self.db.run(self.db.store.record_alarm, device_id, message)
+                log.info(
+                    "alarm %s from device %s: %s",
+                    f"A{outcome.alarm_pk}",
+                    device_id,
+                    "stored" if outcome.created else "copy of a stored alarm",
+                )
+                await self.on_alarm(outcome)
+            else:
+                await self.db.run(self.db.store.record_device_message, device_id, message)
+        except UnknownDevice as exc:
+            return await self._reject(topic, device_id, channel, str(exc), payload)
+        return PUBACK_SUCCESS
+
+    async def _reject(
+        self, topic: str, device_id: str | None, channel: str | None, reason: str, payload: bytes
+    ) -> int:
+        rejected_id = await self.db.run(
+            self.db.store.record_rejected, topic, device_id, channel, reason, payload
+        )
+        log.warning("refused message R%s (device %s): %s", rejected_id, device_id or "?", reason)
+        await self.on_rejected(Rejection(rejected_id, reason))
+        return PUBACK_SUCCESS

@@ -1,0 +1,86 @@
+"""The hub's MQTT 5 connection (gmqtt): a persistent session, and PUBACK only after commit.
+
+* ``clean_session=False`` with a session expiry > 0: the broker queues alarms while the hub is away.
+* ``optimistic_acknowledgement=False``: gmqtt sends PUBACK with the reason code our ``async``
+  handler returns, i.e. after the commit; if the handler raises, no PUBACK is sent.
+* gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to INFO so positions never reach a log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50
+
+from devicekit import protocol
+from devicekit.topics import subscription, topic
+from hub.config import BrokerConfig
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], Awaitable[int]]
+
+
+class HubConnection:
+    def __init__(self, config: BrokerConfig, handler: Handler) -> None:
+        self.config = config
+        self._handler = handler
+        self.closing = False
+        self.connected = asyncio.Event()
+        self.client = gmqtt.Client(
+            config.username,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            session_expiry_interval=config.session_expiry_s,
+        )
+        self.client.set_auth_credentials(config.username, config.password.get_secret_value())
+        self.client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    async def connect(self, retry_delay: float = 2.0) -> None:
+        """Connect, retrying until the broker answers (the hub may start before the broker)."""
+        while True:
+            try:
+                await self.client.connect(
+                    self.config.host, self.config.port, version=MQTTv50,
+                    keepalive=self.config.keepalive_s,
+                )
+                return
+            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                log.warning("broker %s:%s not available (%s); retrying in %g s",
+                            self.config.host, self.config.port, exc, retry_delay)
+                await asyncio.sleep(retry_delay)
+
+    async def disconnect(self) -> None:
+        self.closing = True
+        await self.client.disconnect()
+
+    def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> None:
+        ack = protocol.HubAck(alarm_id=alarm_id, stage=stage, ts=protocol.utcnow())
+        self.client.publish(topic(device_id, "ack"), ack.to_payload(), qos=1)
+
+    def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
+        log.info("connected to broker %s:%s (session present: %s)",
+                 self.config.host, self.config.port, bool(flags))
+        client.subscribe(
+            [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
+        )
+        self.connected.set()
+
+    def _on_disconnect(self, client: Any, packet: Any, exc: Exception | None = None) -> None:
+        self.connected.clear()
+        if not self.closing:
+            log.warning("connection to the broker lost; reconnecting")
+
+    async def _on_message(
+        self, client: Any, topic_name: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        # Must stay ``async def``: with optimistic_acknowledgement=False a plain function
+        # would mean no PUBACK is ever sent.
+        return await self._handler(topic_name, payload)

@@ -1,0 +1,53 @@
+"""``natalia init``: a ready-to-run directory with the hub config, broker config and accounts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from broker.accounts import PasswordFile, generate_password
+from broker.config import HUB_USER, BrokerSettings, render
+
+CONFIG_TEMPLATE = """\
+# Natalia hub configuration. Secrets may instead come from the environment:
+# NATALIA_BROKER_PASSWORD, NATALIA_DATABASE_URL.
+
+[database]
+# SQLite (WAL, full fsync) for one machine; PostgreSQL for production and several hubs:
+# url = "postgresql+psycopg://natalia@127.0.0.1/natalia"
+url = "sqlite:///natalia.db"
+
+[broker]
+host = "127.0.0.1"
+port = {port}
+username = "{hub_user}"
+password = "{password}"
+data_dir = "broker"
+
+[delivery]
+timeout_s = 15
+
+# Settings for notifier plugins, one table per plugin:
+# [plugins.facebook]
+# graph_url = "https://graph.facebook.com/v21.0"
+"""
+
+
+def init_directory(directory: Path, port: int = 1883) -> Path:
+    """Create ``hub.toml`` and ``broker/`` in ``directory``; refuse to overwrite a config."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config_path = directory / "hub.toml"
+    if config_path.exists():
+        raise FileExistsError(f"{config_path} exists; remove it or choose another directory")
+    settings = BrokerSettings(data_dir=directory / "broker", port=port)
+    render(settings)
+    password = generate_password()
+    PasswordFile(settings.password_file).set(HUB_USER, password)
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(CONFIG_TEMPLATE.format(port=port, hub_user=HUB_USER, password=password))
+    return config_path
+
+
+def broker_settings(data_dir: Path, port: int, log_to_stdout: bool = False) -> BrokerSettings:
+    return BrokerSettings(data_dir=data_dir, port=port, log_to_stdout=log_to_stdout)

@@ -1,0 +1,383 @@
+"""Transactions of the alarm path. Each public method is one commit.
+
+An alarm, its first timeline event and one delivery row per recipient are committed together
+before the broker gets its PUBACK, so nothing the hub acknowledged can be lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select, update
+
+from devicekit import protocol
+from hub.context import alarm_ref, hq_contacts, resolve_recipients
+from hub.messages import RenderedMessage, render_rejected
+from hub.models import (
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Contact,
+    Defender,
+    Delivery,
+    DeliveryStatus,
+    Device,
+    RejectedMessage,
+    utc_now,
+)
+from hub.plugin_api import DeliveryResult, Notification, mask_url
+
+
+class UnknownDevice(LookupError):
+    """A message arrived for a device id that is not registered (or is suspended)."""
+
+
+@dataclass(frozen=True)
+class AlarmOutcome:
+    alarm_pk: int
+    alarm_id: str
+    device_id: str
+    created: bool
+    state: str
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    delivery_id: int
+    alarm_pk: int | None
+    notification: Notification
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- ingest -------------------------------------------------------------------------------
+
+    def record_alarm(self, device_id: str, message: protocol.Alarm) -> AlarmOutcome:
+        """Store ``message`` once per (device, alarm id) with its outbox rows; count re-sends."""
+        with Session(self.engine) as session:
+            existing = self._find_alarm(session, device_id, message.alarm_id)
+            if existing is not None:
+                return self._record_copy(session, existing)
+            device = self._active_device(session, device_id)
+            defender = session.get(Defender, device.defender_id)
+            assert defender is not None  # foreign key
+            position = message.position
+            alarm = Alarm(
+                device_id=device_id,
+                defender_id=device.defender_id,
+                alarm_id=message.alarm_id,
+                kind=message.kind.value,
+                device_ts=_utc(message.ts),
+                seq=message.seq,
+                lat=position.lat if position else None,
+                lon=position.lon if position else None,
+                accuracy_m=position.accuracy_m if position else None,
+                fix_ts=_utc(position.fix_ts) if position else None,
+                battery=message.battery,
+            )
+            session.add(alarm)
+            session.flush()
+            recipients = resolve_recipients(session, alarm, defender)
+            session.add(
+                AlarmEvent(
+                    alarm_pk=alarm.id,
+                    kind="received",
+                    actor=f"device:{device_id}",
+                    detail=f"{message.kind.value} alarm, {len(recipients)} recipient(s)",
+                )
+            )
+            for recipient in recipients:
+                session.add(_delivery(recipient.contact, recipient.message, alarm_pk=alarm.id))
+            self._touch_device(device, message.seq, message.battery)
+            session.add(device)
+            try:
+                session.commit()
+            except IntegrityError:  # another hub instance stored it first
+                session.rollback()
+                existing = self._find_alarm(session, device_id, message.alarm_id)
+                assert existing is not None
+                return self._record_copy(session, existing)
+            assert alarm.id is not None
+            return AlarmOutcome(alarm.id, alarm.alarm_id, device_id, True, alarm.state)
+
+    def record_rejected(
+        self, topic: str, device_id: str | None, channel: str | None, reason: str, payload: bytes
+    ) -> int:
+        """Keep a refused message whole, with its reason, and queue a report to every HQ contact."""
+        with Session(self.engine) as session:
+            rejected = RejectedMessage(
+                topic=topic,
+                device_id=device_id,
+                channel=channel,
+                reason=reason,
+                payload=payload,
+                payload_size=len(payload),
+            )
+            session.add(rejected)
+            session.flush()
+            assert rejected.id is not None
+            for contact in hq_contacts(session):
+                message = render_rejected(
+                    f"R{rejected.id}",
+                    device_id,
+                    channel,
+                    reason,
+                    rejected.received_at,
+                    contact.language,
+                )
+                session.add(_delivery(contact, message, rejected_pk=rejected.id))
+            session.commit()
+            return rejected.id
+
+    def record_device_message(
+        self,
+        device_id: str,
+        message: protocol.Status | protocol.Heartbeat | protocol.Location | protocol.Cancel,
+    ) -> None:
+        """Heartbeat, status, location and cancel: update the device, add to the alarm timeline."""
+        with Session(self.engine) as session:
+            device = self._active_device(session, device_id)
+            if isinstance(message, protocol.Status):
+                device.online = message.state == "online"
+                device.last_seen_at = utc_now()
+            elif isinstance(message, protocol.Heartbeat):
+                self._touch_device(device, message.seq, message.battery)
+            elif isinstance(message, protocol.Location | protocol.Cancel):
+                self._touch_device(device, message.seq, None)
+                self._add_alarm_event(session, device_id, message)
+            session.add(device)
+            session.commit()
+
+    def record_event(self, alarm_pk: int, kind: str, detail: str = "", actor: str = "hub") -> None:
+        with Session(self.engine) as session:
+            session.add(AlarmEvent(alarm_pk=alarm_pk, kind=kind, actor=actor, detail=detail))
+            session.commit()
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def requeue_interrupted(self) -> int:
+        """Deliveries a crashed hub left mid-send go back to pending (at-least-once)."""
+        with Session(self.engine) as session:
+            result = session.execute(
+                update(Delivery)
+                .where(col(Delivery.status) == DeliveryStatus.SENDING.value)
+                .values(status=DeliveryStatus.PENDING.value)
+            )
+            session.commit()
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+    def claim_pending(self, limit: int = 100) -> list[DeliveryJob]:
+        """Mark up to ``limit`` pending deliveries as sending and return them."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Delivery)
+                .where(Delivery.status == DeliveryStatus.PENDING.value)
+                .order_by(col(Delivery.id))
+                .limit(limit)
+            ).all()
+            jobs = []
+            for row in rows:
+                row.status = DeliveryStatus.SENDING.value
+                row.attempts += 1
+                session.add(row)
+                assert row.id is not None
+                jobs.append(
+                    DeliveryJob(
+                        row.id, row.alarm_pk, _notification(row, self._is_test(session, row))
+                    )
+                )
+            session.commit()
+            return jobs
+
+    def finish_delivery(self, delivery_id: int, result: DeliveryResult) -> bool:
+        """Record a send's result. Returns True when this completed its alarm's first round."""
+        with Session(self.engine) as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            row.status = (DeliveryStatus.SENT if result.ok else DeliveryStatus.FAILED).value
+            row.detail = result.detail[:1000]
+            row.finished_at = utc_now()
+            session.add(row)
+            completed = False
+            if row.alarm_pk is not None:
+                session.add(
+                    AlarmEvent(
+                        alarm_pk=row.alarm_pk,
+                        kind="delivered" if result.ok else "delivery_failed",
+                        detail=f"{row.recipient} via {row.channel_masked}: {row.detail}".strip(),
+                    )
+                )
+                session.flush()
+                completed = self._complete_if_all_done(session, row.alarm_pk)
+            session.commit()
+            return completed
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def get_alarm(self, alarm_pk: int) -> Alarm | None:
+        with Session(self.engine) as session:
+            return session.get(Alarm, alarm_pk)
+
+    def find_alarm(self, device_id: str, alarm_id: str) -> Alarm | None:
+        with Session(self.engine) as session:
+            return self._find_alarm(session, device_id, alarm_id)
+
+    def alarms(self, limit: int = 50) -> list[Alarm]:
+        with Session(self.engine) as session:
+            query = select(Alarm).order_by(col(Alarm.id).desc()).limit(limit)
+            return list(session.exec(query))
+
+    def events(self, alarm_pk: int) -> list[AlarmEvent]:
+        with Session(self.engine) as session:
+            query = select(AlarmEvent).where(AlarmEvent.alarm_pk == alarm_pk)
+            return list(session.exec(query.order_by(col(AlarmEvent.id))))
+
+    def deliveries(self, alarm_pk: int | None = None) -> list[Delivery]:
+        with Session(self.engine) as session:
+            query = select(Delivery).order_by(col(Delivery.id))
+            if alarm_pk is not None:
+                query = query.where(Delivery.alarm_pk == alarm_pk)
+            return list(session.exec(query))
+
+    def rejected(self, limit: int = 50) -> list[RejectedMessage]:
+        with Session(self.engine) as session:
+            query = select(RejectedMessage).order_by(col(RejectedMessage.id).desc()).limit(limit)
+            return list(session.exec(query))
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _find_alarm(session: Session, device_id: str, alarm_id: str) -> Alarm | None:
+        query = select(Alarm).where(Alarm.device_id == device_id, Alarm.alarm_id == alarm_id)
+        return session.exec(query).first()
+
+    @staticmethod
+    def _active_device(session: Session, device_id: str) -> Device:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise UnknownDevice(f"device {device_id!r} is not registered")
+        if not device.active:
+            raise UnknownDevice(f"device {device_id!r} is suspended")
+        return device
+
+    @staticmethod
+    def _touch_device(device: Device, seq: int, battery: int | None) -> None:
+        device.last_seen_at = utc_now()
+        device.last_seq = max(seq, device.last_seq or 0)
+        if battery is not None:
+            device.battery = battery
+
+    @staticmethod
+    def _record_copy(session: Session, alarm: Alarm) -> AlarmOutcome:
+        alarm.copies_received += 1
+        session.add(alarm)
+        session.add(
+            AlarmEvent(
+                alarm_pk=alarm.id,
+                kind="duplicate",
+                actor=f"device:{alarm.device_id}",
+                detail=f"copy {alarm.copies_received} of the same alarm id",
+            )
+        )
+        session.commit()
+        assert alarm.id is not None
+        return AlarmOutcome(alarm.id, alarm.alarm_id, alarm.device_id, False, alarm.state)
+
+    def _add_alarm_event(
+        self, session: Session, device_id: str, message: protocol.Location | protocol.Cancel
+    ) -> None:
+        alarm = self._find_alarm(session, device_id, message.alarm_id) if message.alarm_id else None
+        if alarm is None:
+            return
+        if isinstance(message, protocol.Cancel):
+            event = AlarmEvent(
+                alarm_pk=alarm.id,
+                kind="cancel_requested",
+                actor=f"device:{device_id}",
+                detail="code given",
+            )
+        else:
+            event = AlarmEvent(
+                alarm_pk=alarm.id,
+                kind="location",
+                actor=f"device:{device_id}",
+                detail=f"accuracy ±{message.position.accuracy_m:.0f} m",
+            )
+        session.add(event)
+
+    @staticmethod
+    def _complete_if_all_done(session: Session, alarm_pk: int) -> bool:
+        alarm = session.get(Alarm, alarm_pk)
+        if alarm is None or alarm.state != AlarmState.RECEIVED.value:
+            return False
+        open_rows = session.exec(
+            select(Delivery.id).where(
+                Delivery.alarm_pk == alarm_pk,
+                col(Delivery.status).in_(
+                    [DeliveryStatus.PENDING.value, DeliveryStatus.SENDING.value]
+                ),
+            )
+        ).first()
+        if open_rows is not None:
+            return False
+        alarm.state = AlarmState.NOTIFIED.value
+        session.add(alarm)
+        session.add(AlarmEvent(alarm_pk=alarm_pk, kind="notified", detail="first round complete"))
+        return True
+
+    @staticmethod
+    def _is_test(session: Session, row: Delivery) -> bool:
+        if row.alarm_pk is None:
+            return False
+        alarm = session.get(Alarm, row.alarm_pk)
+        return alarm is not None and alarm.kind == protocol.AlarmKind.TEST.value
+
+
+def _delivery(
+    contact: Contact,
+    message: RenderedMessage,
+    *,
+    alarm_pk: int | None = None,
+    rejected_pk: int | None = None,
+) -> Delivery:
+    assert contact.id is not None
+    return Delivery(
+        alarm_pk=alarm_pk,
+        rejected_pk=rejected_pk,
+        contact_id=contact.id,
+        recipient=contact.name,
+        channel_url=contact.channel_url,
+        channel_masked=mask_url(contact.channel_url),
+        language=message.language,
+        title=message.title,
+        body=message.body,
+        short=message.short,
+    )
+
+
+def _notification(row: Delivery, is_test: bool) -> Notification:
+    assert row.id is not None
+    ref = f"A{row.alarm_pk}" if row.alarm_pk is not None else f"R{row.rejected_pk}"
+    return Notification(
+        delivery_id=row.id,
+        url=row.channel_url,
+        recipient=row.recipient,
+        language=row.language,
+        title=row.title,
+        body=row.body,
+        short=row.short,
+        alarm_ref=ref,
+        is_test=is_test,
+    )
+
+
+__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownDevice", "alarm_ref"]

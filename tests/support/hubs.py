@@ -1,0 +1,94 @@
+"""Run a real Hub (gmqtt, SQLModel, dispatcher) on its own event loop in a background thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from hub.config import BrokerConfig, DeliveryConfig, HubConfig
+from hub.db import make_engine
+from hub.plugin_manager import NotifierRegistry
+from hub.service import Hub
+from hub.store import Store
+from tests.support.brokers import RunningBroker
+from tests.support.receivers import wait_until
+
+
+def hub_config(broker: RunningBroker, database_url: str, timeout_s: float = 5.0,
+               plugins: dict[str, dict[str, Any]] | None = None) -> HubConfig:
+    return HubConfig(
+        database={"url": database_url},  # type: ignore[arg-type]
+        broker=BrokerConfig(
+            host=broker.host,
+            port=broker.port,
+            password=SecretStr(broker.hub_password),
+            data_dir=broker.process.settings.data_dir,
+            session_expiry_s=3600,
+        ),
+        delivery=DeliveryConfig(timeout_s=timeout_s),
+        plugins=plugins or {},
+        load_entry_points=False,
+    )
+
+
+class RunningHub:
+    """``start()`` returns once the hub is connected and subscribed; ``stop()`` shuts it down."""
+
+    def __init__(self, config: HubConfig, registry: NotifierRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self.hub: Hub | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 10.0) -> RunningHub:
+        ready = threading.Event()
+
+        def main() -> None:
+            asyncio.set_event_loop(self._loop)
+
+            async def run() -> None:
+                self.hub = Hub(self.config, registry=self.registry)
+                ready.set()
+                await self.hub.run()
+
+            try:
+                self._loop.run_until_complete(run())
+            except BaseException as exc:  # surfaced by stop()
+                self._error = exc
+                ready.set()
+
+        self._thread = threading.Thread(target=main, name="test-hub", daemon=True)
+        self._thread.start()
+        ready.wait(timeout)
+        wait_until(lambda: self._error or (self.hub and self.hub.connection.connected.is_set()),
+                   timeout)
+        if self._error:
+            raise self._error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.hub is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.hub.stop)
+            self._thread.join(timeout)
+        if self._error:
+            raise self._error
+
+    def __enter__(self) -> RunningHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def sqlite_url(directory: Path) -> str:
+    return f"sqlite:///{directory / 'natalia.db'}"
+
+
+def open_store(url: str) -> Store:
+    return Store(make_engine(url))

@@ -1,0 +1,120 @@
+"""The alarm store on SQLite and PostgreSQL: one commit per alarm with its outbox, idempotent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from devicekit.protocol import Alarm, AlarmKind, Position, utcnow
+from hub import admin
+from hub.db import make_engine
+from hub.plugin_api import BaseNotifier, DeliveryResult, Notification
+from hub.plugin_manager import NotifierRegistry
+from hub.store import Store, UnknownDevice
+from tests.support.population import populate
+
+
+class _Sink(BaseNotifier):
+    """Only used to validate channel URLs while registering; these tests send nothing."""
+
+    name = "sink"
+    scheme_names = ("sink",)
+
+    async def send(self, notification: Notification) -> DeliveryResult:
+        raise AssertionError("store tests do not send")
+
+
+@pytest.fixture
+def store(database_url: str) -> Store:
+    return Store(make_engine(database_url))
+
+
+@pytest.fixture
+def people(store: Store, tmp_path: Path):
+    return populate(
+        store.engine,
+        NotifierRegistry([_Sink()]),
+        tmp_path / "broker",
+        contacts={"Sister": "sink://sister", "Lawyer": "sink://lawyer"},
+        hq={"HQ": "sink://hq"},
+    )
+
+
+def _alarm(alarm_id: str = "al-1", seq: int = 1, position: bool = True) -> Alarm:
+    fix = Position(lat=43.3178, lon=45.6982, accuracy_m=7, fix_ts=utcnow()) if position else None
+    return Alarm(alarm_id=alarm_id, kind=AlarmKind.PANIC, ts=utcnow(), seq=seq, position=fix)
+
+
+def test_alarm_is_stored_with_one_delivery_per_recipient(store: Store, people) -> None:
+    outcome = store.record_alarm(people.device_id, _alarm())
+    assert outcome.created
+    deliveries = store.deliveries(outcome.alarm_pk)
+    assert sorted(d.recipient for d in deliveries) == ["HQ", "Lawyer", "Sister"]
+    assert {d.status for d in deliveries} == {"pending"}
+    assert all("43.31780, 45.69820" in d.body and "openstreetmap.org" in d.body for d in deliveries)
+    assert [e.kind for e in store.events(outcome.alarm_pk)] == ["received"]
+
+
+def test_contacts_of_another_defender_are_not_told(store: Store, people, tmp_path: Path) -> None:
+    other = admin.add_defender(store.engine, "Someone Else")
+    assert other.id is not None
+    admin.add_contact(store.engine, NotifierRegistry([_Sink()]), "Other", "sink://o", other.id)
+    outcome = store.record_alarm(people.device_id, _alarm())
+    assert "Other" not in {d.recipient for d in store.deliveries(outcome.alarm_pk)}
+
+
+def test_alarm_replayed_with_same_id_is_stored_once(store: Store, people) -> None:
+    first = store.record_alarm(people.device_id, _alarm())
+    copies = [store.record_alarm(people.device_id, _alarm(seq=n)) for n in (2, 3)]
+    assert not any(c.created for c in copies)
+    assert {c.alarm_pk for c in copies} == {first.alarm_pk}
+    assert len(store.alarms()) == 1
+    assert len(store.deliveries(first.alarm_pk)) == 3
+    stored = store.get_alarm(first.alarm_pk)
+    assert stored is not None and stored.copies_received == 3
+
+
+def test_alarm_without_fix_says_so(store: Store, people) -> None:
+    outcome = store.record_alarm(people.device_id, _alarm(position=False))
+    body = store.deliveries(outcome.alarm_pk)[0].body
+    assert "no position fix" in body and "openstreetmap" not in body
+
+
+def test_alarm_from_unregistered_device_raises(store: Store, people) -> None:
+    with pytest.raises(UnknownDevice, match="not registered"):
+        store.record_alarm("wb-unknown", _alarm())
+    assert store.alarms() == []
+
+
+def test_rejected_message_is_kept_whole_and_reported_to_hq(store: Store, people) -> None:
+    payload = b'{"v": 1, "type": "alarm", "broken'
+    rejected_id = store.record_rejected("natalia/v1/devices/x/alarm", "x", "alarm", "bad", payload)
+    [kept] = store.rejected()
+    assert (kept.id, kept.payload, kept.reason, kept.payload_size) == (
+        rejected_id, payload, "bad", len(payload)
+    )
+    reports = [d for d in store.deliveries() if d.rejected_pk == rejected_id]
+    assert [d.recipient for d in reports] == ["HQ"]
+
+
+def test_alarm_is_notified_once_every_delivery_has_a_result(store: Store, people) -> None:
+    outcome = store.record_alarm(people.device_id, _alarm())
+    jobs = store.claim_pending()
+    assert len(jobs) == 3 and store.claim_pending() == []
+    results = [store.finish_delivery(job.delivery_id, DeliveryResult.success()) for job in jobs[:2]]
+    assert results == [False, False]
+    assert store.finish_delivery(jobs[2].delivery_id, DeliveryResult.failure("boom")) is True
+    stored = store.get_alarm(outcome.alarm_pk)
+    assert stored is not None and stored.state == "notified"
+    statuses = sorted(d.status for d in store.deliveries(outcome.alarm_pk))
+    assert statuses == ["failed", "sent", "sent"]
+
+
+def test_deliveries_interrupted_by_a_crash_are_sent_again(store: Store, people) -> None:
+    store.record_alarm(people.device_id, _alarm())
+    claimed = store.claim_pending()
+    assert store.requeue_interrupted() == len(claimed)
+    again = store.claim_pending()
+    assert [j.delivery_id for j in again] == [j.delivery_id for j in claimed]
+    assert all(d.attempts == 2 for d in store.deliveries())

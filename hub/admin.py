@@ -31,13 +31,17 @@ class DeviceCredentials:
     broker_reloaded: bool
 
 
-def add_defender(engine: Engine, name: str, language: str = "en", timezone: str = "UTC") -> Defender:
+def add_defender(
+    engine: Engine, name: str, language: str = "en", timezone: str = "UTC"
+) -> Defender:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise AdminError(f"unknown time zone {timezone!r}; use an IANA name like Europe/Stockholm")
+        raise AdminError(
+            f"unknown time zone {timezone!r}; use an IANA name like Europe/Stockholm"
+        ) from None
     with Session(engine) as session:
         defender = Defender(name=name, language=language, timezone=timezone)
         session.add(defender)
@@ -60,11 +64,15 @@ def add_device(
         raise AdminError(str(exc)) from None
     with Session(engine) as session:
         if session.get(Defender, defender_id) is None:
-            raise AdminError(f"no defender with id {defender_id}; add one with `natalia defender add`")
+            raise AdminError(
+                f"no defender with id {defender_id}; add one with `natalia defender add`"
+            )
         if session.get(Device, device_id) is not None:
             raise AdminError(f"device {device_id!r} is already registered")
         if broker_data_dir is None:
-            raise AdminError("the config has no [broker] data_dir: cannot create the device account")
+            raise AdminError(
+                "the config has no [broker] data_dir: cannot create the device account"
+            )
         password = password or generate_password()
         settings = BrokerSettings(data_dir=broker_data_dir)
         PasswordFile(settings.password_file).set(device_id, password)
@@ -97,7 +105,7 @@ def add_contact(
 
 def list_devices(engine: Engine) -> list[Device]:
     with Session(engine) as session:
-        return list(session.exec(select(Device).order_by(Device.id)))  # type: ignore[arg-type]
+        return list(session.exec(select(Device).order_by(Device.id)))
 
 
 def list_defenders(engine: Engine) -> list[Defender]:

@@ -53,7 +53,7 @@ def broker_run(args: argparse.Namespace) -> int:
     conf = render(settings)
     binary = find_mosquitto()
     settings.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid
-    os.execv(binary, [binary, "-c", str(conf)])
+    os.execv(binary, [binary, "-c", str(conf)])  # noqa: S606 (no shell, fixed argv)
     return 1  # not reached
 
 
@@ -96,8 +96,12 @@ def contact_add(args: argparse.Namespace) -> int:
         get_plugin_manager(load_entry_points=config.load_entry_points), config.plugins
     )
     contact = add_contact(
-        _engine(config), registry, args.name, args.url,
-        None if args.hq else args.defender, args.language,
+        _engine(config),
+        registry,
+        args.name,
+        args.url,
+        None if args.hq else args.defender,
+        args.language,
     )
     print(f"contact {contact.id}: {contact.name}")
     return 0
@@ -159,11 +163,15 @@ def alarms_show(args: argparse.Namespace) -> int:
         raise AdminError(f"no alarm {args.ref}")
     print(f"A{alarm.id} {alarm.kind} from {alarm.device_id}: {alarm.state}")
     for event in store.events(alarm_pk):
-        print(f"  {event.at.isoformat(timespec='seconds')}  {event.kind:<16} {event.actor:<20} "
-              f"{event.detail}")
+        print(
+            f"  {event.at.isoformat(timespec='seconds')}  {event.kind:<16} {event.actor:<20} "
+            f"{event.detail}"
+        )
     for delivery in store.deliveries(alarm_pk):
-        print(f"  delivery {delivery.id}: {delivery.recipient} via {delivery.channel_masked}: "
-              f"{delivery.status} {delivery.detail}")
+        print(
+            f"  delivery {delivery.id}: {delivery.recipient} via {delivery.channel_masked}: "
+            f"{delivery.status} {delivery.detail}"
+        )
     return 0
 
 
@@ -171,8 +179,10 @@ def rejected_list(args: argparse.Namespace) -> int:
     from hub.store import Store
 
     for rejected in Store(_engine(_config(args))).rejected():
-        print(f"R{rejected.id}\t{rejected.received_at.isoformat(timespec='seconds')}\t"
-              f"{rejected.device_id or '?'}\t{rejected.channel or '?'}\t{rejected.reason}")
+        print(
+            f"R{rejected.id}\t{rejected.received_at.isoformat(timespec='seconds')}\t"
+            f"{rejected.device_id or '?'}\t{rejected.channel or '?'}\t{rejected.reason}"
+        )
     return 0
 
 
@@ -180,6 +190,3 @@ def demo(args: argparse.Namespace) -> int:
     from hub.demo import run_demo
 
     return run_demo(keep=args.keep)
-
-
-

@@ -40,11 +40,11 @@ class BrokerConfig(_Section):
     session_expiry_s: int = Field(
         default=14 * 24 * 3600,
         ge=60,
-        description="How long the broker keeps the hub's session and queued alarms while it is away.",
+        description="How long the broker keeps the hub's session and queued alarms.",
     )
     data_dir: Path | None = Field(
         default=None,
-        description="The broker's data dir (from `natalia init`); device accounts are written here.",
+        description="The broker's data dir (from `natalia init`); device accounts go here.",
     )
 
 

@@ -30,7 +30,9 @@ class AsyncStore:
     async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``method(*args, **kwargs)`` executed on the database thread."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(method, *args, **kwargs))
+        return await loop.run_in_executor(
+            self._executor, functools.partial(method, *args, **kwargs)
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -65,30 +65,52 @@ def run_demo(keep: bool = False) -> int:
         creds = add_device(engine, DEVICE_ID, defender.id, config.broker.data_dir)
         broker.reload()
         add_contact(engine, registry, "HQ duty desk", "console://", None)
-        add_contact(engine, registry, "Trusted contact (e-mail)",
-                    mail.mailto("trusted.contact@natalia.example"), defender.id)
+        add_contact(
+            engine,
+            registry,
+            "Trusted contact (e-mail)",
+            mail.mailto("trusted.contact@natalia.example"),
+            defender.id,
+        )
         add_contact(engine, registry, "Partner NGO (webhook)", webhook.json_url(), defender.id)
-        print(f"demo: broker on port {broker.port}, defender {defender.id}, device {DEVICE_ID}, "
-              "3 recipients (console, e-mail, webhook)")
+        print(
+            f"demo: broker on port {broker.port}, defender {defender.id}, device {DEVICE_ID}, "
+            "3 recipients (console, e-mail, webhook)"
+        )
 
         ready = workdir / "hub.ready"
         hub = subprocess.Popen(
-            [sys.executable, "-m", "hub.cli", "hub", "run", "-c", str(config_path),
-             "--ready-file", str(ready)],
+            [
+                sys.executable,
+                "-m",
+                "hub.cli",
+                "hub",
+                "run",
+                "-c",
+                str(config_path),
+                "--ready-file",
+                str(ready),
+            ],
         )
         cleanup.callback(_stop_process, hub)
         _wait_for_file(ready, hub, timeout=30)
 
         from devicekit.wristband import Wristband
 
-        wristband = Wristband(DEVICE_ID, creds.password, host="127.0.0.1", port=broker.port,
-                              state_dir=workdir / "wristband")
+        wristband = Wristband(
+            DEVICE_ID,
+            creds.password,
+            host="127.0.0.1",
+            port=broker.port,
+            state_dir=workdir / "wristband",
+        )
         wristband.start()
         cleanup.callback(wristband.stop)
         lat, lon, accuracy = DEMO_POSITION
         started = time.time()
         alarm = wristband.trigger(
-            AlarmKind.PANIC, Position(lat=lat, lon=lon, accuracy_m=accuracy, fix_ts=utcnow()),
+            AlarmKind.PANIC,
+            Position(lat=lat, lon=lon, accuracy_m=accuracy, fix_ts=utcnow()),
             battery=87,
         )
         print(f"demo: wristband pulled, alarm {alarm.alarm_id} sent")
@@ -99,8 +121,14 @@ def run_demo(keep: bool = False) -> int:
     return 1  # not reached
 
 
-def _report(store: Store, device_id: str, alarm_id: str, started: float, mail: MailCatcher,
-            webhook: WebhookCatcher) -> int:
+def _report(
+    store: Store,
+    device_id: str,
+    alarm_id: str,
+    started: float,
+    mail: MailCatcher,
+    webhook: WebhookCatcher,
+) -> int:
     stored = store.find_alarm(device_id, alarm_id)
     assert stored is not None and stored.id is not None
     deliveries = store.deliveries(stored.id)
@@ -111,11 +139,15 @@ def _report(store: Store, device_id: str, alarm_id: str, started: float, mail: M
     finished = [d.finished_at.timestamp() for d in deliveries if d.finished_at is not None]
     ok = sum(1 for d in deliveries if d.status == "sent")
     elapsed = (max(finished) - started) if finished else float("nan")
-    print(f"demo: e-mails received by the local SMTP server: {len(mail.received)}, "
-          f"webhook posts received: {len(webhook.received)}")
+    print(
+        f"demo: e-mails received by the local SMTP server: {len(mail.received)}, "
+        f"webhook posts received: {len(webhook.received)}"
+    )
     all_ok = ok == len(deliveries) > 0 and len(mail.received) == 1 and len(webhook.received) == 1
-    print(f"demo: {'OK' if all_ok else 'FAILED'} alarm A{stored.id} deliveries {ok}/"
-          f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery")
+    print(
+        f"demo: {'OK' if all_ok else 'FAILED'} alarm A{stored.id} deliveries {ok}/"
+        f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery"
+    )
     return 0 if all_ok else 1
 
 

@@ -7,6 +7,7 @@ plugin's exception, is recorded on the delivery row.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -20,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 async def send_with_timeout(
-    notifier: Notifier, notification: Notification, timeout: float
+    notifier: Notifier,
+    notification: Notification,
+    timeout: float,  # noqa: ASYNC109
 ) -> DeliveryResult:
     """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result."""
     try:
@@ -38,8 +41,9 @@ async def send_with_timeout(
         text = str(exc).replace(notification.url, "<channel url>")[:300]
         return DeliveryResult.failure(f"{notifier.name} raised {type(exc).__name__}: {text}")
     if not isinstance(result, DeliveryResult):
-        return DeliveryResult.failure(f"{notifier.name} returned {type(result).__name__}, "
-                                      "not a DeliveryResult")
+        return DeliveryResult.failure(
+            f"{notifier.name} returned {type(result).__name__}, not a DeliveryResult"
+        )
     return result
 
 
@@ -75,10 +79,8 @@ class Dispatcher:
                 task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.delivery_id}")
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
 
     async def drain(self) -> None:
         """Wait for the sends in flight (used on shutdown)."""

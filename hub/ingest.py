@@ -61,7 +61,9 @@ class Ingest:
             reason = f"channel {channel!r} is hub-to-device only"
             return await self._reject(topic, device_id, channel, reason, payload)
         if len(payload) > protocol.MAX_PAYLOAD_BYTES:
-            reason = f"payload of {len(payload)} bytes exceeds the {protocol.MAX_PAYLOAD_BYTES} limit"
+            reason = (
+                f"payload of {len(payload)} bytes exceeds the {protocol.MAX_PAYLOAD_BYTES} limit"
+            )
             return await self._reject(topic, device_id, channel, reason, payload)
         try:
             message = protocol.parse_device_message(channel, payload)

@@ -1,7 +1,7 @@
 """Logging set-up. Libraries that log payloads or addresses are held at WARNING or INFO.
 
 Positions, tokens and channel URLs never go to a log: our own code logs ids and references only,
-gmqtt logs payloads at DEBUG (pinned to INFO), Apprise logs recipients at INFO (pinned to WARNING).
+gmqtt logs payloads at DEBUG and Apprise logs recipients at INFO: both are pinned to WARNING.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import sys
 
 QUIET_LIBRARIES = {
-    "gmqtt": logging.INFO,
+    "gmqtt": logging.WARNING,
     "apprise": logging.WARNING,
     "httpx": logging.WARNING,
     "httpcore": logging.WARNING,

@@ -3,7 +3,7 @@
 * ``clean_session=False`` with a session expiry > 0: the broker queues alarms while the hub is away.
 * ``optimistic_acknowledgement=False``: gmqtt sends PUBACK with the reason code our ``async``
   handler returns, i.e. after the commit; if the handler raises, no PUBACK is sent.
-* gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to INFO so positions never reach a log.
+* gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to WARNING (no positions in logs).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class HubConnection:
         self.config = config
         self._handler = handler
         self.closing = False
+        self._in_flight: set[asyncio.Task[object]] = set()
         self.connected = asyncio.Event()
         self.client = gmqtt.Client(
             config.username,
@@ -48,17 +49,27 @@ class HubConnection:
         while True:
             try:
                 await self.client.connect(
-                    self.config.host, self.config.port, version=MQTTv50,
+                    self.config.host,
+                    self.config.port,
+                    version=MQTTv50,
                     keepalive=self.config.keepalive_s,
                 )
                 return
             except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-                log.warning("broker %s:%s not available (%s); retrying in %g s",
-                            self.config.host, self.config.port, exc, retry_delay)
+                log.warning(
+                    "broker %s:%s not available (%s); retrying in %g s",
+                    self.config.host,
+                    self.config.port,
+                    exc,
+                    retry_delay,
+                )
                 await asyncio.sleep(retry_delay)
 
-    async def disconnect(self) -> None:
+    async def disconnect(self, drain_timeout: float = 10.0) -> None:
+        """Let messages being stored finish (so they get their PUBACK), then disconnect."""
         self.closing = True
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=drain_timeout)
         await self.client.disconnect()
 
     def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> None:
@@ -66,8 +77,12 @@ class HubConnection:
         self.client.publish(topic(device_id, "ack"), ack.to_payload(), qos=1)
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
-        log.info("connected to broker %s:%s (session present: %s)",
-                 self.config.host, self.config.port, bool(flags))
+        log.info(
+            "connected to broker %s:%s (session present: %s)",
+            self.config.host,
+            self.config.port,
+            bool(flags),
+        )
         client.subscribe(
             [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
         )
@@ -83,4 +98,11 @@ class HubConnection:
     ) -> int:
         # Must stay ``async def``: with optimistic_acknowledgement=False a plain function
         # would mean no PUBACK is ever sent.
-        return await self._handler(topic_name, payload)
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            return await self._handler(topic_name, payload)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)

@@ -83,7 +83,7 @@ class Notifier(Protocol):
     def schemes(self) -> Collection[str]: ...
 
     def validate(self, url: str) -> None:
-        """Raise :class:`InvalidChannelURL` if ``url`` cannot work; called when a contact is saved."""
+        """Raise :class:`InvalidChannelURL` if ``url`` cannot work (checked when saved)."""
 
     def send(self, notification: Notification) -> Awaitable[DeliveryResult] | DeliveryResult: ...
 

@@ -51,8 +51,10 @@ class Hub:
             await self.connection.connect()
             if self.ready_file is not None:
                 self.ready_file.write_text(f"{os.getpid()}\n")
-            log.info("hub running; notifiers: %s",
-                     ", ".join(sorted(n.name for n in self.registry.notifiers)))
+            log.info(
+                "hub running; notifiers: %s",
+                ", ".join(sorted(n.name for n in self.registry.notifiers)),
+            )
             await self._stop.wait()
         finally:
             with contextlib.suppress(Exception):

@@ -89,14 +89,14 @@ class Store:
             recipients = resolve_recipients(session, alarm, defender)
             session.add(
                 AlarmEvent(
-                    alarm_pk=alarm.id,
+                    alarm_pk=_pk(alarm),
                     kind="received",
                     actor=f"device:{device_id}",
                     detail=f"{message.kind.value} alarm, {len(recipients)} recipient(s)",
                 )
             )
             for recipient in recipients:
-                session.add(_delivery(recipient.contact, recipient.message, alarm_pk=alarm.id))
+                session.add(_delivery(recipient.contact, recipient.message, alarm_pk=_pk(alarm)))
             self._touch_device(device, message.seq, message.battery)
             session.add(device)
             try:
@@ -282,7 +282,7 @@ class Store:
         session.add(alarm)
         session.add(
             AlarmEvent(
-                alarm_pk=alarm.id,
+                alarm_pk=_pk(alarm),
                 kind="duplicate",
                 actor=f"device:{alarm.device_id}",
                 detail=f"copy {alarm.copies_received} of the same alarm id",
@@ -300,14 +300,14 @@ class Store:
             return
         if isinstance(message, protocol.Cancel):
             event = AlarmEvent(
-                alarm_pk=alarm.id,
+                alarm_pk=_pk(alarm),
                 kind="cancel_requested",
                 actor=f"device:{device_id}",
                 detail="code given",
             )
         else:
             event = AlarmEvent(
-                alarm_pk=alarm.id,
+                alarm_pk=_pk(alarm),
                 kind="location",
                 actor=f"device:{device_id}",
                 detail=f"accuracy ±{message.position.accuracy_m:.0f} m",
@@ -340,6 +340,11 @@ class Store:
             return False
         alarm = session.get(Alarm, row.alarm_pk)
         return alarm is not None and alarm.kind == protocol.AlarmKind.TEST.value
+
+
+def _pk(row: Alarm) -> int:
+    assert row.id is not None, "the row must be flushed before its id is used"
+    return row.id
 
 
 def _delivery(

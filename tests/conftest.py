@@ -57,9 +57,7 @@ def postgres_server_url() -> Iterator[str]:
 
     url = make_url(POSTGRES_URL)
     name = f"natalia_test_{uuid.uuid4().hex[:10]}"
-    conninfo = (
-        f"host={url.host} port={url.port or 5432} user={url.username} dbname={url.database}"
-    )
+    conninfo = f"host={url.host} port={url.port or 5432} user={url.username} dbname={url.database}"
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+
 import pytest
 
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
@@ -29,8 +30,13 @@ def store(database_url: str) -> Store:
 
 
 @pytest.fixture
-def people(store: Store, registry, broker: RunningBroker, smtp_server: SMTPReceiver,
-           http_receiver: HTTPReceiver) -> Population:
+def people(
+    store: Store,
+    registry,
+    broker: RunningBroker,
+    smtp_server: SMTPReceiver,
+    http_receiver: HTTPReceiver,
+) -> Population:
     population = populate(
         store.engine,
         registry,
@@ -67,8 +73,13 @@ def test_alarm_from_wristband_reaches_email_and_webhook(
     from devicekit.wristband import Wristband
 
     with RunningHub(hub_config(broker, database_url)):
-        wristband = Wristband(people.device_id, people.device_password, host=broker.host,
-                              port=broker.port, state_dir=tmp_path / "wristband")
+        wristband = Wristband(
+            people.device_id,
+            people.device_password,
+            host=broker.host,
+            port=broker.port,
+            state_dir=tmp_path / "wristband",
+        )
         wristband.start()
         try:
             alarm = wristband.trigger(

@@ -92,7 +92,10 @@ def test_rejected_message_is_kept_whole_and_reported_to_hq(store: Store, people)
     rejected_id = store.record_rejected("natalia/v1/devices/x/alarm", "x", "alarm", "bad", payload)
     [kept] = store.rejected()
     assert (kept.id, kept.payload, kept.reason, kept.payload_size) == (
-        rejected_id, payload, "bad", len(payload)
+        rejected_id,
+        payload,
+        "bad",
+        len(payload),
     )
     reports = [d for d in store.deliveries() if d.rejected_pk == rejected_id]
     assert [d.recipient for d in reports] == ["HQ"]

@@ -18,8 +18,12 @@ from tests.support.brokers import RunningBroker
 from tests.support.receivers import wait_until
 
 
-def hub_config(broker: RunningBroker, database_url: str, timeout_s: float = 5.0,
-               plugins: dict[str, dict[str, Any]] | None = None) -> HubConfig:
+def hub_config(
+    broker: RunningBroker,
+    database_url: str,
+    timeout_s: float = 5.0,
+    plugins: dict[str, dict[str, Any]] | None = None,
+) -> HubConfig:
     return HubConfig(
         database={"url": database_url},  # type: ignore[arg-type]
         broker=BrokerConfig(
@@ -66,8 +70,9 @@ class RunningHub:
         self._thread = threading.Thread(target=main, name="test-hub", daemon=True)
         self._thread.start()
         ready.wait(timeout)
-        wait_until(lambda: self._error or (self.hub and self.hub.connection.connected.is_set()),
-                   timeout)
+        wait_until(
+            lambda: self._error or (self.hub and self.hub.connection.connected.is_set()), timeout
+        )
         if self._error:
             raise self._error
         return self

@@ -36,7 +36,7 @@ class SMTPReceiver:
         self.messages: list[ReceivedMail] = []
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = message_from_bytes(envelope.content, policy=policy.default)
         self.messages.append(ReceivedMail(envelope.mail_from, list(envelope.rcpt_tos), message))  # type: ignore[arg-type]
         return "250 Message accepted for delivery"
@@ -98,9 +98,9 @@ class HTTPReceiver:
                 except OSError:
                     pass  # the client gave up (timeout test)
 
-            do_POST = do_GET = do_PUT = _handle  # noqa: N815
+            do_POST = do_GET = do_PUT = _handle
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

@@ -1,0 +1,40 @@
+"""The code the top-level README shows works as shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+from tests.support.hubs import RunningHub, hub_config, open_store, sqlite_url
+from tests.support.population import populate
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+def test_device_maker_example_raises_an_alarm_the_hub_stores(broker, tmp_path: Path) -> None:
+    [block] = python_blocks(README.read_text())
+    url = sqlite_url(tmp_path)
+    store = open_store(url)
+    registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
+    people = populate(
+        store.engine,
+        registry,
+        broker.process.settings.data_dir,
+        contacts={"HQ console": "console://"},
+        device_id="wb-0001",
+    )
+    broker.add_account(people.device_id, people.device_password)
+    code = block.replace(
+        'host="broker.example.org", port=1883', f'host="{broker.host}", port={broker.port}'
+    )
+    code = code.replace('"/var/lib/wristband"', repr(str(tmp_path / "wristband")))
+    assert code != block
+    with RunningHub(hub_config(broker, url)):
+        exec(code, {"password": people.device_password, "lat": 43.3178, "lon": 45.6982})  # noqa: S102
+    [alarm] = store.alarms()
+    assert (alarm.device_id, alarm.kind, alarm.lat) == ("wb-0001", "panic", 43.3178)

@@ -17,6 +17,9 @@ QUIET_LIBRARIES = {
     "aiosmtpd": logging.WARNING,
     "mail.log": logging.WARNING,
     "sqlalchemy": logging.WARNING,
+    # urllib3 logs request paths at DEBUG; Telegram's path carries the bot token.
+    "urllib3": logging.WARNING,
+    "requests": logging.WARNING,
 }
 
 

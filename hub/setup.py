@@ -28,8 +28,13 @@ data_dir = "broker"
 timeout_s = 15
 
 # Settings for notifier plugins, one table per plugin:
+# [plugins.apprise]
+# timeout = 10            # connect/read timeout of one send, below [delivery] timeout_s
+# max_workers = 64        # sends in flight at once
+# exclude_schemes = []    # schemes left to another plugin, e.g. ["signal"]
 # [plugins.facebook]
 # graph_url = "https://graph.facebook.com/v21.0"
+# timeout = 10
 """
 
 

@@ -119,12 +119,14 @@ def test_any_ack_settles_the_alarm_and_is_remembered(tmp_path: Path) -> None:
 def test_duplicate_and_late_acks_never_lower_the_known_stage(tmp_path: Path) -> None:
     with Outbox(tmp_path) as outbox:
         new_alarm(outbox, "a-1")
-        outbox.acknowledge(ack("a-1", AckStage.NOTIFIED))
-        furthest = outbox.acknowledge(ack("a-1", AckStage.RECEIVED))
-        assert furthest.stage is AckStage.NOTIFIED
-        outbox.acknowledge(ack("a-1", AckStage.NOTIFIED))
+        assert outbox.acknowledge(ack("a-1", AckStage.NOTIFIED)) is True
+        assert outbox.acknowledge(ack("a-1", AckStage.RECEIVED)) is False
+        assert outbox.acknowledge(ack("a-1", AckStage.NOTIFIED)) is False
         assert outbox.last_ack("a-1") == ack("a-1", AckStage.NOTIFIED)
-        assert outbox.acknowledge(ack("a-1", AckStage.RESOLVED)).stage is AckStage.RESOLVED
+        assert outbox.acknowledge(ack("a-1", AckStage.RESOLVED)) is True
+        last = outbox.last_ack("a-1")
+        assert last is not None
+        assert last.stage is AckStage.RESOLVED
 
 
 def test_cancel_waits_for_cancelled_not_for_the_alarms_progress(tmp_path: Path) -> None:

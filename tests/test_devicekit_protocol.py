@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from devicekit.protocol import (
     MAX_PAYLOAD_BYTES,
@@ -16,6 +17,7 @@ from devicekit.protocol import (
     AlarmKind,
     Cancel,
     Command,
+    DeviceMessage,
     Heartbeat,
     HubAck,
     Location,
@@ -322,3 +324,58 @@ def test_parse_topic_refuses_foreign_topics(name: str, reason: str) -> None:
 def test_unknown_channel_has_no_topic() -> None:
     with pytest.raises(ValueError, match="unknown channel"):
         topic("wb-1", "selfie")
+
+
+# -- PROTOCOL.md stays true to the models --------------------------------------------------
+
+PROTOCOL_MD = SCHEMA_DIR.parent / "PROTOCOL.md"
+SECTION_MODELS: dict[str, type[BaseModel]] = {
+    "Alarm": Alarm,
+    "Cancel": Cancel,
+    "Location": Location,
+    "Heartbeat": Heartbeat,
+    "Status": Status,
+    "HubAck": HubAck,
+    "Command": Command,
+    "Position": Position,
+}
+
+
+def protocol_sections() -> dict[str, str]:
+    text = PROTOCOL_MD.read_text()
+    parts = re.split(r"^### 4\.\d+ (\w+)\n", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1].split("\n## ")[0] for i in range(1, len(parts), 2)}
+
+
+def test_protocol_md_documents_every_message() -> None:
+    assert protocol_sections().keys() == SECTION_MODELS.keys()
+
+
+@pytest.mark.parametrize("name", sorted(SECTION_MODELS))
+def test_protocol_md_field_table_matches_the_model(name: str) -> None:
+    model = SECTION_MODELS[name]
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (yes|no) \|", protocol_sections()[name], re.M)
+    documented = dict(rows)
+    assert documented.keys() == model.model_fields.keys()
+    for field, required in documented.items():
+        # v and type have Python defaults for convenience, but the wire requires them.
+        expected = field in ("v", "type") or model.model_fields[field].is_required()
+        assert (required == "yes") == expected, f"{name}.{field}"
+
+
+def test_protocol_md_examples_are_valid_messages() -> None:
+    blocks = re.findall(r"^```json\n(.*?)^```", PROTOCOL_MD.read_text(), re.DOTALL | re.M)
+    assert len(blocks) >= 8
+    seen_types = set()
+    for block in blocks:
+        data = json.loads(block)
+        message: HubAck | Command | DeviceMessage
+        if data["type"] == "ack":
+            message = HubAck.model_validate_json(block)
+        elif data["type"] == "cmd":
+            message = Command.model_validate_json(block)
+        else:
+            message = parse_device_message(data["type"], block.encode())
+        assert json.loads(message.to_payload()) == data, "examples show the canonical form"
+        seen_types.add(data["type"])
+    assert seen_types == {"alarm", "cancel", "location", "heartbeat", "status", "ack", "cmd"}

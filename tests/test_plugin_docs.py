@@ -51,8 +51,34 @@ def test_every_builtin_plugin_is_listed_with_its_url_schemes(module_name):
 @pytest.mark.parametrize("cls", [Notification, DeliveryResult])
 def test_every_field_of_the_plugin_api_types_is_documented(cls):
     for field in dataclasses.fields(cls):
-        assert f"`{field.name}" in GUIDE, f"plugins/README.md does not describe {cls.__name__}.{field.name}"
+        described = f"`{field.name}" in GUIDE
+        assert described, f"plugins/README.md does not describe {cls.__name__}.{field.name}"
 
 
 def test_the_guide_names_the_entry_point_group():
     assert f'[project.entry-points."{ENTRY_POINT_GROUP}"]' in GUIDE
+
+
+def test_the_minimal_plugin_in_the_guide_works_as_shown(http_receiver) -> None:
+    import asyncio
+    import json
+    import re
+
+    from hub.plugin_manager import NotifierRegistry
+    from plugins.testing import make_notification
+
+    block = re.search(r"## A minimal plugin\n\n```python\n(.*?)```", GUIDE, flags=re.S)
+    assert block is not None
+    namespace: dict[str, object] = {}
+    exec(compile(block[1], "plugins/README.md", "exec"), namespace)  # noqa: S102
+    hook = namespace["natalia_notifiers"]
+    notifiers = hook(settings={"pager": {"endpoint": f"{http_receiver.base_url}/page"}})
+    registry = NotifierRegistry(notifiers)  # type: ignore[arg-type]
+    url = "pager://k3y@4670000000"
+    registry.validate(url)
+    notifier = registry.for_url(url)
+    result = asyncio.run(notifier.send(make_notification(url=url, short="ALARM short")))
+    assert result.ok, result.detail
+    [request] = http_receiver.requests
+    assert request.path == "/page" and request.headers["Authorization"] == "Bearer k3y"
+    assert json.loads(request.body) == {"to": "4670000000", "text": "ALARM short"}

@@ -21,17 +21,14 @@ MAX_PAYLOAD_BYTES = 16 * 1024
 _ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ID_RE = re.compile(_ID_PATTERN)
 
-DeviceId = Annotated[
-    str,
-    Field(
-        pattern=_ID_PATTERN, description="Device id: MQTT username, client id and topic segment."
-    ),
-]
 AlarmId = Annotated[
     str,
     Field(
         pattern=_ID_PATTERN, description="Device-unique alarm id; the idempotency key for re-sends."
     ),
+]
+CommandId = Annotated[
+    str, Field(pattern=_ID_PATTERN, description="Hub-chosen id of a command, echoed in replies.")
 ]
 Sequence = Annotated[
     int, Field(ge=0, le=2**53 - 1, description="Per-device counter, +1 for every message sent.")
@@ -64,7 +61,9 @@ class AckStage(enum.StrEnum):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+    # strict: "1" is not a number and 1700000000 is not a timestamp; JSON strings still parse
+    # as RFC 3339 times and enum values.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     v: Literal[1] = Field(default=1, description="Protocol version.")
 
@@ -76,7 +75,7 @@ class _Message(BaseModel):
 class Position(BaseModel):
     """One GNSS fix. Absent (``null``) in a message when the device has no fix."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     lat: float = Field(ge=-90, le=90, description="Latitude, WGS 84 degrees.")
     lon: float = Field(ge=-180, le=180, description="Longitude, WGS 84 degrees.")
@@ -136,7 +135,7 @@ class Heartbeat(_Message):
 
 
 class Status(_Message):
-    """Device -> hub on ``status`` (retained): ``online`` at connect; the last will says ``offline``."""
+    """Device -> hub on ``status`` (retained): ``online`` at connect; last will ``offline``."""
 
     type: Literal["status"] = "status"
     state: Literal["online", "offline"]
@@ -155,7 +154,7 @@ class Command(_Message):
     """Hub -> device on ``cmd``: a request to the wristband (e.g. report position now)."""
 
     type: Literal["cmd"] = "cmd"
-    cmd_id: AlarmId
+    cmd_id: CommandId
     name: Literal["locate", "ping"]
     args: dict[str, Any] = Field(default_factory=dict)
 
@@ -198,6 +197,8 @@ def parse_device_message(
             f"payload of {len(payload)} bytes exceeds the limit of {MAX_PAYLOAD_BYTES}"
         )
     message = _device_message.validate_json(payload)
+    if "v" not in message.model_fields_set:
+        raise ValueError("the protocol version field 'v' is missing; protocol v1 needs \"v\": 1")
     if message.type != channel:
         raise ValueError(f"message type {message.type!r} was published on channel {channel!r}")
     return message

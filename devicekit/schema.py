@@ -21,6 +21,13 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     schemas = {}
     for channel, model in CHANNEL_MODELS.items():
         schema = model.model_json_schema()
+        # "v" and "type" have Python defaults for convenience, but every message on the wire
+        # must carry both.
+        schema["required"] = [
+            "v",
+            "type",
+            *[k for k in schema.get("required", []) if k not in ("v", "type")],
+        ]
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://natalia.invalid/protocol/v1/{channel}.json"
         schemas[channel] = schema

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from devicekit import protocol
 from devicekit.topics import parse_topic
 from hub.database import AsyncStore
-from hub.store import AlarmOutcome, UnknownDevice
+from hub.store import AlarmOutcome, UnknownAlarm, UnknownDevice
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Ingest:
                 await self.on_alarm(outcome)
             else:
                 await self.db.run(self.db.store.record_device_message, device_id, message)
-        except UnknownDevice as exc:
+        except (UnknownDevice, UnknownAlarm) as exc:
             return await self._reject(topic, device_id, channel, str(exc), payload)
         return PUBACK_SUCCESS
 

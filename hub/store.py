@@ -35,6 +35,10 @@ class UnknownDevice(LookupError):
     """A message arrived for a device id that is not registered (or is suspended)."""
 
 
+class UnknownAlarm(LookupError):
+    """A cancel or location names an alarm id the hub has not stored for that device."""
+
+
 @dataclass(frozen=True)
 class AlarmOutcome:
     alarm_pk: int
@@ -297,13 +301,30 @@ class Store:
     ) -> None:
         alarm = self._find_alarm(session, device_id, message.alarm_id) if message.alarm_id else None
         if alarm is None:
-            return
+            if message.alarm_id is None:
+                return  # a position outside any alarm: not kept (locations are dangerous data)
+            raise UnknownAlarm(
+                f"{message.type} for alarm {message.alarm_id!r}, which device {device_id!r} "
+                "never raised (or the hub has not stored)"
+            )
         if isinstance(message, protocol.Cancel):
+            # Cancel codes and duress codes come with the alarm lifecycle; until then a cancel
+            # is shown to HQ and does not stop anything (so the device gets no `cancelled`).
+            detail = f"seq {message.seq}: code not checked by this hub version; alarm stays active"
+            seen = session.exec(
+                select(AlarmEvent.id).where(
+                    AlarmEvent.alarm_pk == _pk(alarm),
+                    AlarmEvent.kind == "cancel_requested",
+                    AlarmEvent.detail == detail,
+                )
+            ).first()
+            if seen is not None:
+                return
             event = AlarmEvent(
                 alarm_pk=_pk(alarm),
                 kind="cancel_requested",
                 actor=f"device:{device_id}",
-                detail="code given",
+                detail=detail,
             )
         else:
             event = AlarmEvent(
@@ -385,4 +406,4 @@ def _notification(row: Delivery, is_test: bool) -> Notification:
     )
 
 
-__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownDevice", "alarm_ref"]
+__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownAlarm", "UnknownDevice", "alarm_ref"]

@@ -235,9 +235,7 @@ def deliver(notification: Notification, timeout: float) -> DeliveryResult:
     sender = apprise.Apprise(asset=asset)
     sender.add(service)
     try:
-        with sender.notify(
-            body=body, title=title, body_format=apprise.NotifyFormat.TEXT
-        ) as result:
+        with sender.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT) as result:
             if result:
                 return DeliveryResult.success(f"sent via {name}")
             reasons = [entry.message for entry in result.logs()]

@@ -53,9 +53,7 @@ def make_notification(**overrides: Any) -> Notification:
     return Notification(**fields)
 
 
-def registry_with(
-    *plugins: object, settings: Mapping[str, Any] | None = None
-) -> NotifierRegistry:
+def registry_with(*plugins: object, settings: Mapping[str, Any] | None = None) -> NotifierRegistry:
     """The registry the hub would build with the built-ins plus ``plugins`` (no entry points).
 
     Fails like the hub does when a plugin claims a scheme another one already handles.

@@ -68,8 +68,20 @@ def main() -> int:
         devices[creds.device_id] = creds.password
     broker.reload()
     ready = workdir / "hub.ready"
-    hub = subprocess.Popen([sys.executable, "-m", "hub.cli", "hub", "run", "-c", str(config_path),
-                            "--ready-file", str(ready)], stderr=subprocess.DEVNULL)
+    hub = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "hub",
+            "run",
+            "-c",
+            str(config_path),
+            "--ready-file",
+            str(ready),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
     lock = threading.Lock()
@@ -84,8 +96,9 @@ def main() -> int:
                 acked.setdefault(ack.alarm_id, time.time())
 
         for device_id, password in devices.items():
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device_id,
-                                 protocol=mqtt.MQTTv5)
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
+            )
             client.username_pw_set(device_id, password)
             client.on_message = on_ack
             client.connect(broker.host, broker.port)
@@ -99,8 +112,9 @@ def main() -> int:
         for seq in range(args.alarms):
             for device_id, client in clients:
                 alarm_id = f"{device_id}-{seq}"
-                alarm = Alarm(alarm_id=alarm_id, kind=AlarmKind.TEST, ts=utcnow(), seq=seq,
-                              position=position)
+                alarm = Alarm(
+                    alarm_id=alarm_id, kind=AlarmKind.TEST, ts=utcnow(), seq=seq, position=position
+                )
                 with lock:
                     sent[alarm_id] = time.time()
                 client.publish(topic(device_id, "alarm"), alarm.to_payload(), qos=1)
@@ -114,16 +128,22 @@ def main() -> int:
             finished[a.id].timestamp() - sent[a.alarm_id] for a in alarms if a.id in finished
         ]
         ack_latency = [acked[k] - sent[k] for k in sent if k in acked]
-        print(f"alarms sent {total}, stored {len(alarms)}, delivered {len(webhook.received)}, "
-              f"acked {len(ack_latency)} in {elapsed:.2f} s "
-              f"({len(alarms) / elapsed:.0f} alarms/s) — {args.devices} devices, "
-              f"{config.database.url.split(':')[0]}")
-        for name, values in (("publish -> ack received", ack_latency),
-                             ("publish -> delivered", delivery_latency)):
+        print(
+            f"alarms sent {total}, stored {len(alarms)}, delivered {len(webhook.received)}, "
+            f"acked {len(ack_latency)} in {elapsed:.2f} s "
+            f"({len(alarms) / elapsed:.0f} alarms/s) — {args.devices} devices, "
+            f"{config.database.url.split(':')[0]}"
+        )
+        for name, values in (
+            ("publish -> ack received", ack_latency),
+            ("publish -> delivered", delivery_latency),
+        ):
             if values:
-                print(f"{name:<24} p50 {statistics.median(values) * 1000:7.1f} ms   "
-                      f"p95 {percentile(values, 0.95) * 1000:7.1f} ms   "
-                      f"max {max(values) * 1000:7.1f} ms")
+                print(
+                    f"{name:<24} p50 {statistics.median(values) * 1000:7.1f} ms   "
+                    f"p95 {percentile(values, 0.95) * 1000:7.1f} ms   "
+                    f"max {max(values) * 1000:7.1f} ms"
+                )
         return 0 if len(alarms) == total == len(webhook.received) else 1
     finally:
         for _, client in clients:

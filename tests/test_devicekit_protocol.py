@@ -168,7 +168,7 @@ INVALID_ALARMS: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("unknown kind", alarm_with(kind="earthquake"), field_error("alarm.kind", "Input should be")),
     ("wrong version", alarm_with(v=2), field_error("alarm.v", "Input should be 1")),
     ("naive timestamp", alarm_with(ts="2025-03-01T12:00:00"), field_error("alarm.ts", "timezone")),
-    ("date only", alarm_with(ts="2025-03-01"), field_error("alarm.ts", "timezone")),
+    ("date only", alarm_with(ts="2025-03-01"), field_error("alarm.ts", "valid datetime")),
     ("negative seq", alarm_with(seq=-1), field_error("alarm.seq", "greater than or equal to 0")),
     ("seq above 2**53-1", alarm_with(seq=2**53), field_error("alarm.seq", "less than or equal")),
     ("battery above 100", alarm_with(battery=101), field_error("alarm.battery", "less than")),
@@ -379,3 +379,13 @@ def test_protocol_md_examples_are_valid_messages() -> None:
         assert json.loads(message.to_payload()) == data, "examples show the canonical form"
         seen_types.add(data["type"])
     assert seen_types == {"alarm", "cancel", "location", "heartbeat", "status", "ack", "cmd"}
+
+
+def test_message_without_protocol_version_is_refused() -> None:
+    from devicekit.protocol import parse_device_message
+
+    payload = b'{"type": "heartbeat", "ts": "2025-03-01T12:00:00Z", "seq": 1, "interval_s": 60}'
+    with pytest.raises(ValueError, match="'v' is missing"):
+        parse_device_message("heartbeat", payload)
+    parsed = parse_device_message("heartbeat", payload.replace(b"{", b'{"v": 1, ', 1))
+    assert isinstance(parsed, Heartbeat) and parsed.seq == 1

@@ -41,8 +41,9 @@ def extras() -> dict[str, list[str]]:
 )
 def test_device_and_sdk_code_never_imports_the_hub_stack(imports: str) -> None:
     code = BLOCKER.format(blocked=HUB_ONLY, imports=imports)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=ROOT, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 

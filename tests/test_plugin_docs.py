@@ -6,6 +6,7 @@ import ast
 import dataclasses
 import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,20 +65,23 @@ def test_the_minimal_plugin_in_the_guide_works_as_shown(http_receiver) -> None:
     import json
     import re
 
+    from hub.dispatch import send_with_timeout
     from hub.plugin_manager import NotifierRegistry
     from plugins.testing import make_notification
 
     block = re.search(r"## A minimal plugin\n\n```python\n(.*?)```", GUIDE, flags=re.S)
     assert block is not None
-    namespace: dict[str, object] = {}
+    namespace: dict[str, Any] = {}
     exec(compile(block[1], "plugins/README.md", "exec"), namespace)  # noqa: S102
     hook = namespace["natalia_notifiers"]
     notifiers = hook(settings={"pager": {"endpoint": f"{http_receiver.base_url}/page"}})
-    registry = NotifierRegistry(notifiers)  # type: ignore[arg-type]
+    registry = NotifierRegistry(notifiers)
     url = "pager://k3y@4670000000"
     registry.validate(url)
-    notifier = registry.for_url(url)
-    result = asyncio.run(notifier.send(make_notification(url=url, short="ALARM short")))
+    notifier = namespace["PagerNotifier"]
+    assert isinstance(registry.for_url(url), notifier)
+    note = make_notification(url=url, short="ALARM short")
+    result = asyncio.run(send_with_timeout(registry.for_url(url), note, timeout=5))
     assert result.ok, result.detail
     [request] = http_receiver.requests
     assert request.path == "/page" and request.headers["Authorization"] == "Bearer k3y"

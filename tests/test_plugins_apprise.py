@@ -277,8 +277,18 @@ def test_apprise_records_stay_out_of_the_hub_logs(
 def test_schemes_are_every_apprise_scheme_except_those_of_other_builtins():
     schemes = AppriseNotifier().schemes
 
-    assert {"mailto", "mailtos", "json", "tgram", "x", "twitter", "ntfy", "matrix", "signal",
-            "twilio"} <= set(schemes)
+    assert {
+        "mailto",
+        "mailtos",
+        "json",
+        "tgram",
+        "x",
+        "twitter",
+        "ntfy",
+        "matrix",
+        "signal",
+        "twilio",
+    } <= set(schemes)
     assert "console" not in schemes and "facebook" not in schemes
 
 
@@ -299,8 +309,13 @@ def test_excluded_schemes_are_left_to_another_plugin():
 
 @pytest.mark.parametrize(
     "table",
-    [{"timout": 5}, {"timeout": 0}, {"timeout": "10"}, {"max_workers": 0},
-     {"exclude_schemes": "signal"}],
+    [
+        {"timout": 5},
+        {"timeout": 0},
+        {"timeout": "10"},
+        {"max_workers": 0},
+        {"exclude_schemes": "signal"},
+    ],
 )
 def test_a_wrong_setting_stops_the_hub_with_a_message(table):
     with pytest.raises(PluginError, match=r"\[plugins.apprise\]"):

@@ -12,8 +12,13 @@ from plugins.testing import check_notifier, make_notification
 
 
 def test_a_notification_prints_one_block_with_recipient_title_and_body(capsys):
-    note = make_notification(recipient="Sister", title="ALARM: Ana", body="Ana at 4.6,-74.1",
-                             alarm_ref="A-42", delivery_id=7)
+    note = make_notification(
+        recipient="Sister",
+        title="ALARM: Ana",
+        body="Ana at 4.6,-74.1",
+        alarm_ref="A-42",
+        delivery_id=7,
+    )
 
     result = asyncio.run(check_notifier(ConsoleNotifier(), "console://", notification=note))
 

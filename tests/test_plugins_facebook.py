@@ -41,8 +41,9 @@ def test_a_post_is_a_form_to_the_page_feed_with_the_token_in_the_body(
     http_receiver: HTTPReceiver,
 ):
     http_receiver.responses.append((200, b'{"id": "104857600123456_987654321"}'))
-    note = make_notification(title="ALARM: Ana needs help", body="Ana at 4.60971,-74.08175.",
-                             is_test=False)
+    note = make_notification(
+        title="ALARM: Ana needs help", body="Ana at 4.60971,-74.08175.", is_test=False
+    )
 
     result = asyncio.run(check_notifier(notifier_for(http_receiver), URL, notification=note))
 

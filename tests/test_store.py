@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from devicekit.protocol import Alarm, AlarmKind, Position, utcnow
+from devicekit.protocol import Alarm, AlarmKind, Cancel, Location, Position, utcnow
 from hub import admin
 from hub.db import make_engine
 from hub.plugin_api import BaseNotifier, DeliveryResult, Notification
@@ -121,3 +121,27 @@ def test_deliveries_interrupted_by_a_crash_are_sent_again(store: Store, people) 
     again = store.claim_pending()
     assert [j.delivery_id for j in again] == [j.delivery_id for j in claimed]
     assert all(d.attempts == 2 for d in store.deliveries())
+
+
+def test_cancel_or_location_for_an_alarm_never_raised_is_refused(store: Store, people) -> None:
+    from hub.store import UnknownAlarm
+
+    cancel = Cancel(alarm_id="never", ts=utcnow(), seq=5, code="4711")
+    with pytest.raises(UnknownAlarm, match="never raised"):
+        store.record_device_message(people.device_id, cancel)
+    where = Position(lat=1.0, lon=2.0, accuracy_m=5, fix_ts=utcnow())
+    with pytest.raises(UnknownAlarm):
+        store.record_device_message(
+            people.device_id, Location(alarm_id="never", ts=utcnow(), seq=6, position=where)
+        )
+
+
+def test_cancel_is_shown_once_per_message_and_does_not_stop_the_alarm(store: Store, people) -> None:
+    outcome = store.record_alarm(people.device_id, _alarm())
+    cancel = Cancel(alarm_id="al-1", ts=utcnow(), seq=2, code="4711")
+    for _ in range(3):  # the device re-sends until it is settled
+        store.record_device_message(people.device_id, cancel)
+    events = [e for e in store.events(outcome.alarm_pk) if e.kind == "cancel_requested"]
+    assert len(events) == 1 and "4711" not in events[0].detail
+    stored = store.get_alarm(outcome.alarm_pk)
+    assert stored is not None and stored.state == "received"

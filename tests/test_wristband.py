@@ -32,6 +32,7 @@ from devicekit.protocol import (
     Command,
     HubAck,
     Position,
+    Status,
     parse_device_message,
     utcnow,
 )
@@ -97,6 +98,20 @@ class HubStandIn:
         return [
             Alarm.model_validate_json(payload).alarm_id
             for payload in self.messages(device_id, "alarm")
+        ]
+
+    def alarm_ids_since_online(self, device_id: str) -> list[str]:
+        """Alarm ids received after the device's latest ``online``: sent by its current session."""
+        with self._lock:
+            mine = [r for r in self.received if r.device_id == device_id]
+        onlines = [
+            i for i, r in enumerate(mine) if r.channel == "status" and b"online" in r.payload
+        ]
+        start = onlines[-1] if onlines else len(mine)
+        return [
+            Alarm.model_validate_json(r.payload).alarm_id
+            for r in mine[start:]
+            if r.channel == "alarm"
         ]
 
     def states(self, device_id: str) -> list[str]:
@@ -224,16 +239,17 @@ def test_pending_alarm_is_resent_by_the_next_process_with_the_same_id(
         band.wait_connected()
         alarm = band.trigger()
         wait_until(lambda: hub.alarm_ids(device_id))
-    seen_before_restart = len(hub.alarm_ids(device_id))
+    wait_until(lambda: hub.states(device_id) == ["online", "offline"])
 
-    hub.auto_ack = True
     # A re-send round an hour away: only the re-send on connect can deliver it in time.
-    with make_band(broker, device, tmp_path / "state", resend_interval=3600) as restarted:
-        assert restarted.pending() == [alarm]
+    restarted = make_band(broker, device, tmp_path / "state", resend_interval=3600)
+    assert restarted.pending() == [alarm]
+    with restarted:
+        wait_until(lambda: hub.states(device_id) == ["online", "offline", "online"])
+        wait_until(lambda: hub.alarm_ids_since_online(device_id) == [alarm.alarm_id])
+        hub.ack(device_id, alarm.alarm_id)
         restarted.wait_for_ack(alarm.alarm_id, timeout=10)
         assert restarted.pending() == []
-    assert len(hub.alarm_ids(device_id)) > seen_before_restart
-    assert set(hub.alarm_ids(device_id)) == {alarm.alarm_id}
 
 
 def test_ack_sent_while_the_wristband_was_away_arrives_when_it_returns(
@@ -356,24 +372,35 @@ def test_status_online_on_connect_and_last_will_offline_when_the_link_dies(
         try:
             wait_until(lambda: hub.states(device_id)[2:] == ["online"], timeout=20)
         except AssertionError:
-            raise AssertionError(f"states {hub.states(device_id)} connected={band.connected}") from None
+            raise AssertionError(
+                f"states {hub.states(device_id)} connected={band.connected}"
+            ) from None
         band.wait_connected()
 
 
-def test_graceful_stop_says_offline_and_status_is_retained(
+def test_status_is_retained_online_while_connected_and_offline_after_stop(
     broker: RunningBroker, hub: HubStandIn, device: tuple[str, str], tmp_path: Path
 ) -> None:
     device_id = device[0]
+
+    def retained_states() -> list[tuple[str, bool]]:
+        hub.close()  # a late subscriber takes over the hub's client id
+        late = HubStandIn(broker)
+        try:
+            wait_until(lambda: late.states(device_id))
+            return [
+                (Status.model_validate_json(r.payload).state, r.retained)
+                for r in late.received
+                if r.channel == "status"
+            ]
+        finally:
+            late.close()
+
     with make_band(broker, device, tmp_path / "state") as band:
         band.wait_connected()
-    wait_until(lambda: hub.states(device_id) == ["online", "offline"])
-
-    late_subscriber = HubStandIn(broker)  # takes over the hub's client id: a fresh connection
-    try:
-        wait_until(lambda: late_subscriber.states(device_id) == ["offline"])
-        assert [r.retained for r in late_subscriber.received if r.channel == "status"] == [True]
-    finally:
-        late_subscriber.close()
+        wait_until(lambda: hub.states(device_id) == ["online"])
+        assert retained_states() == [("online", True)]
+    assert retained_states() == [("offline", True)]
 
 
 # -- safety -----------------------------------------------------------------------------------
@@ -455,12 +482,12 @@ def test_simulate_survives_kill_9_and_resume_resends_the_same_alarm(
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     assert first.returncode == -signal.SIGKILL
-    wait_until(lambda: hub.states(device_id)[-1:] == ["offline"])  # the broker's last will
-    seen_before = len(hub.alarm_ids(device_id))
+    wait_until(lambda: hub.states(device_id) == ["online", "offline"])  # the broker's last will
 
     second = simulate(broker, device, state, second_out, "--resume", "--wait", "60")
     try:
-        wait_until(lambda: len(hub.alarm_ids(device_id)) > seen_before, timeout=30)
+        wait_until(lambda: hub.states(device_id)[-1:] == ["online"], timeout=30)
+        wait_until(lambda: hub.alarm_ids_since_online(device_id), timeout=30)
         assert set(hub.alarm_ids(device_id)) == {alarm_id}
         hub.ack(device_id, alarm_id)
         assert second.wait(30) == 0, second_out.read_text()
@@ -545,7 +572,10 @@ def test_readme_python_blocks_run_against_a_real_broker(
         assert hub.alarm_ids(device[0]), "the README's blocks raised no alarm"
     finally:
         hub.close()
-    assert "52.5" not in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "received" in printed
+    assert "-12.04" not in printed  # the README's made-up fix
+    assert "-77.04" not in printed
 
 
 def test_example_simulate_alarm_script_gets_its_ack(

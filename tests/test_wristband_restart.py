@@ -18,10 +18,27 @@ from tests.support.receivers import wait_until
 def simulate(broker, password: str, state_dir: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "NATALIA_DEVICE_PASSWORD": password}
     return subprocess.Popen(
-        [sys.executable, "-m", "devicekit", "simulate", "--host", broker.host,
-         "--port", str(broker.port), "--device-id", "wb-1", "--state-dir", str(state_dir),
-         "--resend-interval", "0.5", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "devicekit",
+            "simulate",
+            "--host",
+            broker.host,
+            "--port",
+            str(broker.port),
+            "--device-id",
+            "wb-1",
+            "--state-dir",
+            str(state_dir),
+            "--resend-interval",
+            "0.5",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
     )
 
 
@@ -30,16 +47,31 @@ def test_killed_wristband_resends_after_restart_and_alarm_is_stored_once(
 ) -> None:
     store = open_store(database_url)
     registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
-    people = populate(store.engine, registry, broker.process.settings.data_dir,
-                      contacts={"Sister": smtp_server.url("sister@example.org")})
+    people = populate(
+        store.engine,
+        registry,
+        broker.process.settings.data_dir,
+        contacts={"Sister": smtp_server.url("sister@example.org")},
+    )
     broker.add_account(people.device_id, people.device_password)
     config = hub_config(broker, database_url)
     with RunningHub(config):  # create the hub's persistent session, then take the hub away
         pass
     state_dir = tmp_path / "wristband"
 
-    first = simulate(broker, people.device_password, state_dir, "--lat", "43.3", "--lon", "45.7",
-                     "--accuracy", "10", "--wait", "60")
+    first = simulate(
+        broker,
+        people.device_password,
+        state_dir,
+        "--lat",
+        "43.3",
+        "--lon",
+        "45.7",
+        "--accuracy",
+        "10",
+        "--wait",
+        "60",
+    )
     assert first.stdout is not None
     line = first.stdout.readline()
     while " sent" not in line:  # the alarm left the device at least once, no hub to ack it

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from hub.config import BrokerConfig, DeliveryConfig, HubConfig
+from hub.config import BrokerConfig, DatabaseConfig, DeliveryConfig, HubConfig
 from hub.db import make_engine
 from hub.plugin_manager import NotifierRegistry
 from hub.service import Hub
@@ -25,7 +25,7 @@ def hub_config(
     plugins: dict[str, dict[str, Any]] | None = None,
 ) -> HubConfig:
     return HubConfig(
-        database={"url": database_url},  # type: ignore[arg-type]
+        database=DatabaseConfig(url=database_url),
         broker=BrokerConfig(
             host=broker.host,
             port=broker.port,

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from broker.launcher import BrokerProcess, free_port
 from devicekit.protocol import AckStage, AlarmKind, Position, utcnow
@@ -39,6 +40,31 @@ def _wait_for_file(path: Path, process: subprocess.Popen[bytes], timeout: float)
         if time.monotonic() > deadline:
             raise RuntimeError(f"the hub was not ready within {timeout:g} s")
         time.sleep(0.05)
+
+
+def start_hub_process(
+    config_path: Path, ready_file: Path, timeout: float = 30, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """``natalia hub run`` as a child process; returns once it is connected to the broker."""
+    command = [sys.executable, "-m", "hub.cli", "hub", "run", "-c", str(config_path)]
+    process = subprocess.Popen([*command, "--ready-file", str(ready_file)], **popen)
+    try:
+        _wait_for_file(ready_file, process, timeout)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def run_demo(keep: bool = False) -> int:
@@ -78,22 +104,8 @@ def run_demo(keep: bool = False) -> int:
             "3 recipients (console, e-mail, webhook)"
         )
 
-        ready = workdir / "hub.ready"
-        hub = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hub.cli",
-                "hub",
-                "run",
-                "-c",
-                str(config_path),
-                "--ready-file",
-                str(ready),
-            ],
-        )
-        cleanup.callback(_stop_process, hub)
-        _wait_for_file(ready, hub, timeout=30)
+        hub = start_hub_process(config_path, workdir / "hub.ready")
+        cleanup.callback(stop_process, hub)
 
         from devicekit.wristband import Wristband
 
@@ -149,13 +161,3 @@ def _report(
         f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery"
     )
     return 0 if all_ok else 1
-
-
-def _stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

@@ -29,6 +29,7 @@ from devicekit.topics import topic
 from hub.admin import add_contact, add_defender, add_device
 from hub.config import load_config
 from hub.db import make_engine
+from hub.demo import start_hub_process, stop_process
 from hub.localsinks import WebhookCatcher
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.setup import broker_settings, init_directory
@@ -67,28 +68,12 @@ def main() -> int:
         creds = add_device(engine, f"bench-{n:04d}", defender.id, config.broker.data_dir)
         devices[creds.device_id] = creds.password
     broker.reload()
-    ready = workdir / "hub.ready"
-    hub = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hub.cli",
-            "hub",
-            "run",
-            "-c",
-            str(config_path),
-            "--ready-file",
-            str(ready),
-        ],
-        stderr=subprocess.DEVNULL,
-    )
+    hub = start_hub_process(config_path, workdir / "hub.ready", stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
     acked: dict[str, float] = {}
     lock = threading.Lock()
     clients = []
     try:
-        while not ready.exists():
-            time.sleep(0.05)
 
         def on_ack(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
             ack = HubAck.model_validate_json(message.payload)
@@ -149,8 +134,7 @@ def main() -> int:
         for _, client in clients:
             client.disconnect()
             client.loop_stop()
-        hub.terminate()
-        hub.wait(30)
+        stop_process(hub)
         webhook.stop()
         broker.stop()
 

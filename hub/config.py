@@ -42,6 +42,12 @@ class BrokerConfig(_Section):
         ge=60,
         description="How long the broker keeps the hub's session and queued alarms.",
     )
+    redelivery_delay_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=300,
+        description="After a storage failure, reconnect this much later so the broker re-sends.",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="The broker's data dir (from `natalia init`); device accounts go here.",

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
 from devicekit import protocol
 from devicekit.topics import parse_topic
@@ -21,6 +22,10 @@ from hub.store import AlarmOutcome, UnknownAlarm, UnknownDevice
 log = logging.getLogger(__name__)
 
 PUBACK_SUCCESS = 0
+
+
+class StorageUnavailable(RuntimeError):
+    """The database could not store a message; it was not acknowledged to the broker."""
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,29 @@ class Ingest:
         db: AsyncStore,
         on_alarm: Callable[[AlarmOutcome], Awaitable[None]],
         on_rejected: Callable[[Rejection], Awaitable[None]],
+        on_storage_failure: Callable[[], None] = lambda: None,
     ) -> None:
         self.db = db
         self.on_alarm = on_alarm
         self.on_rejected = on_rejected
+        self.on_storage_failure = on_storage_failure
 
     async def handle(self, topic: str, payload: bytes) -> int:
+        """Store the message (or keep it as refused); raise when the database cannot."""
+        try:
+            return await self._handle(topic, payload)
+        except SQLAlchemyError as exc:
+            # The exception text may quote SQL parameters (positions): log only its type.
+            log.error(
+                "database error (%s) while storing a message on %s: not acknowledged; "
+                "the broker keeps it and the hub will ask for it again",
+                type(exc).__name__,
+                topic,
+            )
+            self.on_storage_failure()
+            raise StorageUnavailable(type(exc).__name__) from None
+
+    async def _handle(self, topic: str, payload: bytes) -> int:
         try:
             device_id, channel = parse_topic(topic)
         except ValueError as exc:

@@ -31,6 +31,7 @@ class HubConnection:
         self._handler = handler
         self.closing = False
         self._in_flight: set[asyncio.Task[object]] = set()
+        self._redelivery: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.client = gmqtt.Client(
             config.username,
@@ -68,9 +69,23 @@ class HubConnection:
     async def disconnect(self, drain_timeout: float = 10.0) -> None:
         """Let messages being stored finish (so they get their PUBACK), then disconnect."""
         self.closing = True
+        if self._redelivery is not None:
+            self._redelivery.cancel()
         if self._in_flight:
             await asyncio.wait(set(self._in_flight), timeout=drain_timeout)
         await self.client.disconnect()
+
+    def request_redelivery(self) -> None:
+        """Reconnect after ``redelivery_delay_s``: MQTT 5 brokers re-send unacknowledged messages
+        only on a new connection of the session, so this is how a failed store is retried."""
+        if self._redelivery is None or self._redelivery.done():
+            self._redelivery = asyncio.create_task(self._reconnect_later())
+
+    async def _reconnect_later(self) -> None:
+        await asyncio.sleep(self.config.redelivery_delay_s)
+        if not self.closing:
+            log.warning("reconnecting so that the broker re-sends what the hub could not store")
+            await self.client.reconnect()
 
     def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> None:
         ack = protocol.HubAck(alarm_id=alarm_id, stage=stage, ts=protocol.utcnow())

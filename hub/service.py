@@ -37,7 +37,7 @@ class Hub:
             registry = NotifierRegistry.from_plugins(pm, config.plugins)
         self.registry = registry
         self.db = AsyncStore.open(config.database.url)
-        self.ingest = Ingest(self.db, self._alarm_stored, self._rejected)
+        self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
         self.dispatcher = Dispatcher(
             self.db, registry, config.delivery.timeout_s, self._alarm_notified
         )
@@ -82,6 +82,9 @@ class Hub:
         if outcome.created:
             await self.db.run(self.db.store.record_event, outcome.alarm_pk, "ack_sent", stage.value)
             self.dispatcher.kick()
+
+    def _storage_failed(self) -> None:
+        self.connection.request_redelivery()
 
     async def _rejected(self, rejection: Rejection) -> None:
         self.dispatcher.kick()

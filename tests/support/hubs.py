@@ -46,7 +46,7 @@ class RunningHub:
         self.config = config
         self.registry = registry
         self.hub: Hub | None = None
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
@@ -54,15 +54,14 @@ class RunningHub:
         ready = threading.Event()
 
         def main() -> None:
-            asyncio.set_event_loop(self._loop)
-
             async def run() -> None:
+                self._loop = asyncio.get_running_loop()
                 self.hub = Hub(self.config, registry=self.registry)
                 ready.set()
                 await self.hub.run()
 
-            try:
-                self._loop.run_until_complete(run())
+            try:  # asyncio.run, as in production: left-over tasks are cancelled at the end
+                asyncio.run(run())
             except BaseException as exc:  # surfaced by stop()
                 self._error = exc
                 ready.set()
@@ -78,7 +77,8 @@ class RunningHub:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.hub is not None and self._thread is not None and self._thread.is_alive():
+        alive = self._thread is not None and self._thread.is_alive()
+        if self.hub is not None and self._loop is not None and self._thread and alive:
             self._loop.call_soon_threadsafe(self.hub.stop)
             self._thread.join(timeout)
         if self._error:

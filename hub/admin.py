@@ -6,6 +6,7 @@ Mosquitto's files by hand.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from broker.accounts import PasswordFile, generate_password
 from broker.config import BrokerSettings
 from broker.launcher import signal_running_broker
 from devicekit.topics import validate_device_id
-from hub.models import Contact, Defender, Device
+from hub.codes import hash_code
+from hub.escalation import load_policy_file, save_policy
+from hub.models import Contact, Defender, Device, Responder, Role
 from hub.plugin_manager import NotifierRegistry
 
 
@@ -69,6 +72,11 @@ def add_device(
             )
         if session.get(Device, device_id) is not None:
             raise AdminError(f"device {device_id!r} is already registered")
+        taken = select(Responder).where(Responder.mqtt_user == device_id)
+        if session.exec(taken).first() is not None:
+            raise AdminError(
+                f"{device_id!r} is a responder's broker username; choose another device id"
+            )
         if broker_data_dir is None:
             raise AdminError(
                 "the config has no [broker] data_dir: cannot create the device account"
@@ -88,14 +96,33 @@ def add_contact(
     channel_url: str,
     defender_id: int | None,
     language: str = "en",
+    role: Role | None = None,
+    fallback_urls: Sequence[str] = (),
+    receives_tests: bool | None = None,
 ) -> Contact:
-    """Add a contact of a defender, or an HQ contact when ``defender_id`` is None."""
-    registry.validate(channel_url)
+    """Add a contact of a defender, or an organisation-wide one when ``defender_id`` is None.
+
+    The role defaults to ``trusted`` for a defender's contact and ``hq`` otherwise; HQ contacts
+    receive test alarms unless told otherwise, others only when asked.
+    """
+    role = role or (Role.HQ if defender_id is None else Role.TRUSTED)
+    if role is Role.NEARBY:
+        raise AdminError("nearby responders are added with `natalia responder add`")
+    if role is Role.HQ and defender_id is not None:
+        raise AdminError("an HQ contact belongs to the organisation: use --hq, not --defender")
+    for url in (channel_url, *fallback_urls):
+        registry.validate(url)
     with Session(engine) as session:
         if defender_id is not None and session.get(Defender, defender_id) is None:
             raise AdminError(f"no defender with id {defender_id}")
         contact = Contact(
-            name=name, channel_url=channel_url, defender_id=defender_id, language=language
+            name=name,
+            channel_url=channel_url,
+            defender_id=defender_id,
+            language=language,
+            role=role.value,
+            fallback_urls=list(fallback_urls),
+            receives_tests=role is Role.HQ if receives_tests is None else receives_tests,
         )
         session.add(contact)
         session.commit()
@@ -116,3 +143,61 @@ def list_defenders(engine: Engine) -> list[Defender]:
 def list_contacts(engine: Engine) -> list[Contact]:
     with Session(engine) as session:
         return list(session.exec(select(Contact).order_by(Contact.id)))  # type: ignore[arg-type]
+
+
+def set_defender_options(
+    engine: Engine,
+    defender_id: int,
+    *,
+    cancel_code: str | None = None,
+    duress_code: str | None = None,
+    allow_public_broadcast: bool | None = None,
+    policy_name: str | None = None,
+) -> Defender:
+    """Codes, consent to public broadcast and the escalation policy of one defender."""
+    from sqlmodel import select
+
+    from hub.models import EscalationPolicy
+
+    if cancel_code is not None and cancel_code == duress_code:
+        raise AdminError("the cancel code and the duress code must differ")
+    with Session(engine) as session:
+        defender = session.get(Defender, defender_id)
+        if defender is None:
+            raise AdminError(f"no defender with id {defender_id}")
+        try:
+            if cancel_code is not None:
+                defender.cancel_code_hash = hash_code(cancel_code)
+            if duress_code is not None:
+                defender.duress_code_hash = hash_code(duress_code)
+        except ValueError as exc:
+            raise AdminError(str(exc)) from None
+        if allow_public_broadcast is not None:
+            defender.allow_public_broadcast = allow_public_broadcast
+        if policy_name is not None:
+            policy = session.exec(
+                select(EscalationPolicy).where(EscalationPolicy.name == policy_name)
+            ).first()
+            if policy is None:
+                raise AdminError(
+                    f"no escalation policy {policy_name!r}; add it with "
+                    "`natalia policy set NAME FILE`"
+                )
+            defender.policy_id = policy.id
+        session.add(defender)
+        session.commit()
+        session.refresh(defender)
+        return defender
+
+
+def set_policy(engine: Engine, name: str, path: Path) -> None:
+    """Store the policy in ``path`` (TOML or JSON) under ``name``; ``default`` applies to all."""
+    from hub.escalation import PolicyError
+
+    try:
+        policy = load_policy_file(path)
+    except (PolicyError, OSError) as exc:
+        raise AdminError(str(exc)) from None
+    with Session(engine) as session:
+        save_policy(session, name, policy)
+        session.commit()

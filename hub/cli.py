@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     init = groups.add_parser("init", help="create a config directory (hub.toml, broker/)")
     init.add_argument("directory", type=Path)
     init.add_argument("--port", type=int, default=1883, help="broker port (default 1883)")
+    init.add_argument("--http-port", type=int, default=8080, help="hub web port (default 8080)")
     init.set_defaults(func=commands.init)
 
     demo = groups.add_parser("demo", help="run the whole alarm path once on this machine")
@@ -71,16 +72,72 @@ def build_parser() -> argparse.ArgumentParser:
     listing = defender.add_parser("list")
     _add_config(listing)
     listing.set_defaults(func=commands.defender_list)
+    settings = defender.add_parser(
+        "set",
+        help="cancel/duress codes (from NATALIA_CANCEL_CODE/NATALIA_DURESS_CODE or a "
+        "prompt), consent to public broadcast, escalation policy",
+    )
+    settings.add_argument("defender_id", type=int)
+    settings.add_argument("--codes", action="store_true", help="set the cancel and duress codes")
+    public = settings.add_mutually_exclusive_group()
+    public.add_argument(
+        "--allow-public",
+        dest="public",
+        action="store_true",
+        default=None,
+        help="the defender consents to press and public channels",
+    )
+    public.add_argument("--no-public", dest="public", action="store_false")
+    settings.add_argument("--policy", help="name of an escalation policy (`natalia policy set`)")
+    _add_config(settings)
+    settings.set_defaults(func=commands.defender_set)
+
+    policy = groups.add_parser("policy", help="escalation policies").add_subparsers(
+        dest="action", required=True
+    )
+    set_policy = policy.add_parser("set", help="store a policy from a TOML or JSON file")
+    set_policy.add_argument("name", help="'default' applies to every defender without one")
+    set_policy.add_argument("file", type=Path)
+    _add_config(set_policy)
+    set_policy.set_defaults(func=commands.policy_set)
+    show_policy = policy.add_parser("show", help="print a policy (default: the default)")
+    show_policy.add_argument("name", nargs="?", default="default")
+    _add_config(show_policy)
+    show_policy.set_defaults(func=commands.policy_show)
 
     contact = groups.add_parser("contact", help="people to notify").add_subparsers(
         dest="action", required=True
     )
-    add = contact.add_parser("add", help="add a contact of a defender, or of HQ with --hq")
+    add = contact.add_parser(
+        "add", help="add a contact of a defender, or an organisation-wide one (--hq, --org)"
+    )
     add.add_argument("name")
     add.add_argument("url", help="channel URL, e.g. mailto://..., tgram://..., facebook://...")
     who = add.add_mutually_exclusive_group(required=True)
     who.add_argument("--defender", type=int, help="the defender's id")
-    who.add_argument("--hq", action="store_true", help="HQ: told of every alarm")
+    who.add_argument("--hq", action="store_true", help="HQ duty staff: told of every alarm")
+    who.add_argument("--org", action="store_true", help="organisation-wide (give --role)")
+    add.add_argument(
+        "--role",
+        choices=["trusted", "partner", "embassy", "press", "public", "hq"],
+        help="recipient group used by escalation stages (default: trusted, or hq with --hq)",
+    )
+    add.add_argument(
+        "--fallback",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="channel to try when the one before fails (repeat, in order)",
+    )
+    tests = add.add_mutually_exclusive_group()
+    tests.add_argument(
+        "--tests",
+        dest="tests",
+        action="store_true",
+        default=None,
+        help="also receives test alarms (default: HQ only)",
+    )
+    tests.add_argument("--no-tests", dest="tests", action="store_false")
     add.add_argument("--language", default="en")
     _add_config(add)
     add.set_defaults(func=commands.contact_add)
@@ -116,6 +173,18 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("ref", help="alarm reference, e.g. A12")
     _add_config(show)
     show.set_defaults(func=commands.alarms_show)
+    for action, text in (
+        ("ack", "someone is on it: stops their reminders, tells the wristband"),
+        ("verify", "HQ confirms the alarm: unlocks stages waiting for verification"),
+        ("escalate", "run every stage still waiting for its delay, now"),
+        ("resolve", "close the alarm: the defender is safe"),
+        ("false-alarm", "close the alarm as a false alarm"),
+    ):
+        hq = alarms.add_parser(action, help=text)
+        hq.add_argument("ref", help="alarm reference, e.g. A12")
+        hq.add_argument("--by", required=True, help="who takes the action (for the timeline)")
+        _add_config(hq)
+        hq.set_defaults(func=commands.alarm_action, hq_action=action)
 
     rejected = groups.add_parser("rejected", help="messages the hub refused").add_subparsers(
         dest="action", required=True
@@ -123,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing = rejected.add_parser("list")
     _add_config(listing)
     listing.set_defaults(func=commands.rejected_list)
+
+    from hub.commands_responders import add_responder_commands
+
+    add_responder_commands(groups, _add_config)
     return parser
 
 

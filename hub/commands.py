@@ -10,6 +10,8 @@ from sqlalchemy.engine import Engine
 
 from hub.admin import AdminError
 from hub.config import ConfigError, HubConfig, load_config
+from hub.escalation import PolicyError
+from hub.lifecycle import LifecycleError
 from hub.plugin_api import InvalidChannelURL, PluginError
 
 #: Errors shown to the user as one line, without a traceback.
@@ -19,6 +21,8 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     InvalidChannelURL,
     PluginError,
     FileExistsError,
+    LifecycleError,
+    PolicyError,
 )
 
 
@@ -35,7 +39,7 @@ def _engine(config: HubConfig) -> Engine:
 def init(args: argparse.Namespace) -> int:
     from hub.setup import init_directory
 
-    path = init_directory(args.directory, args.port)
+    path = init_directory(args.directory, args.port, args.http_port)
     print(f"created {path} and {args.directory / 'broker'}")
     print(f"next: natalia broker run -c {path}   and   natalia hub run -c {path}")
     return 0
@@ -95,15 +99,102 @@ def contact_add(args: argparse.Namespace) -> int:
     registry = NotifierRegistry.from_plugins(
         get_plugin_manager(load_entry_points=config.load_entry_points), config.plugins
     )
+    from hub.models import Role
+
+    role = Role(args.role) if args.role else (Role.HQ if args.hq else None)
+    if args.org and role is None:
+        raise AdminError("an organisation-wide contact needs --role (partner, press, ...)")
     contact = add_contact(
         _engine(config),
         registry,
         args.name,
         args.url,
-        None if args.hq else args.defender,
+        None if (args.hq or args.org) else args.defender,
         args.language,
+        role=role,
+        fallback_urls=args.fallback,
+        receives_tests=args.tests,
     )
     print(f"contact {contact.id}: {contact.name}")
+    return 0
+
+
+def defender_set(args: argparse.Namespace) -> int:
+    from hub.admin import set_defender_options
+
+    cancel = duress = None
+    if args.codes:
+        cancel = _secret("NATALIA_CANCEL_CODE", "cancel code")
+        duress = _secret("NATALIA_DURESS_CODE", "duress code")
+    defender = set_defender_options(
+        _engine(_config(args)),
+        args.defender_id,
+        cancel_code=cancel,
+        duress_code=duress,
+        allow_public_broadcast=args.public,
+        policy_name=args.policy,
+    )
+    print(
+        f"defender {defender.id}: codes {'set' if defender.cancel_code_hash else 'not set'}, "
+        f"public broadcast {'allowed' if defender.allow_public_broadcast else 'not allowed'}"
+    )
+    return 0
+
+
+def _secret(variable: str, what: str) -> str:
+    value = os.environ.get(variable)
+    if value:
+        return value
+    import getpass
+
+    first = getpass.getpass(f"{what}: ")
+    if getpass.getpass(f"{what} again: ") != first:
+        raise AdminError(f"the two {what}s differ")
+    return first
+
+
+def policy_set(args: argparse.Namespace) -> int:
+    from hub.admin import set_policy
+
+    set_policy(_engine(_config(args)), args.name, args.file)
+    print(f"policy {args.name!r} stored")
+    return 0
+
+
+def policy_show(args: argparse.Namespace) -> int:
+    import json
+
+    from sqlmodel import Session, select
+
+    from hub.escalation import DEFAULT_POLICY, parse_policy
+    from hub.models import EscalationPolicy
+
+    with Session(_engine(_config(args))) as session:
+        row = session.exec(
+            select(EscalationPolicy).where(EscalationPolicy.name == args.name)
+        ).first()
+    if row is None and args.name != "default":
+        raise AdminError(f"no escalation policy {args.name!r}")
+    policy = parse_policy(row.document) if row is not None else DEFAULT_POLICY
+    print(json.dumps(policy.model_dump(mode="json"), indent=2))
+    return 0
+
+
+def alarm_action(args: argparse.Namespace) -> int:
+    from hub.actions import AlarmActions
+    from hub.service import lifecycle_for
+
+    config = _config(args)
+    actions = AlarmActions(_engine(config), lifecycle_for(config))
+    method = {
+        "ack": actions.acknowledge,
+        "verify": actions.verify,
+        "escalate": actions.escalate,
+        "resolve": actions.resolve,
+        "false-alarm": actions.false_alarm,
+    }[args.hq_action]
+    method(args.ref, args.by)
+    print(f"{args.ref}: {args.hq_action} recorded (by {args.by})")
     return 0
 
 

@@ -54,6 +54,29 @@ class BrokerConfig(_Section):
     )
 
 
+class HttpConfig(_Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    public_url: str | None = Field(
+        default=None,
+        description="How recipients reach this server (https behind a reverse proxy); "
+        "acknowledgement links are sent only when set.",
+    )
+
+
+class TimersConfig(_Section):
+    tick_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often timers and supervision are checked."
+    )
+
+
+class RespondersConfig(_Section):
+    max_age_s: int = Field(
+        default=1800, ge=60, description="Positions older than this are not used."
+    )
+
+
 class DeliveryConfig(_Section):
     timeout_s: float = Field(default=15.0, gt=0, le=300, description="Cut-off for one send.")
 
@@ -62,6 +85,9 @@ class HubConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     broker: BrokerConfig = BrokerConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    http: HttpConfig = HttpConfig()
+    timers: TimersConfig = TimersConfig()
+    responders: RespondersConfig = RespondersConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
     )

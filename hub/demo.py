@@ -74,7 +74,7 @@ def run_demo(keep: bool = False) -> int:
             cleanup.callback(shutil.rmtree, workdir, True)
         else:
             print(f"demo directory (kept): {workdir}")
-        config_path = init_directory(workdir, port=free_port())
+        config_path = init_directory(workdir, port=free_port(), http_port=free_port())
         config = load_config(config_path)
         assert config.broker.data_dir is not None
         broker = BrokerProcess(broker_settings(config.broker.data_dir, config.broker.port)).start()

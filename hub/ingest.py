@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from devicekit import protocol
 from devicekit.topics import parse_topic
+from hub import owntracks, responders
 from hub.database import AsyncStore
 from hub.store import AlarmOutcome, UnknownAlarm, UnknownDevice
 
@@ -75,6 +76,8 @@ class Ingest:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def _handle(self, topic: str, payload: bytes) -> int:
+        if topic.startswith("owntracks/"):
+            return await self._handle_owntracks(topic, payload)
         try:
             device_id, channel = parse_topic(topic)
         except ValueError as exc:
@@ -109,6 +112,22 @@ class Ingest:
                 await self.db.run(self.db.store.record_device_message, device_id, message)
         except (UnknownDevice, UnknownAlarm) as exc:
             return await self._reject(topic, device_id, channel, str(exc), payload)
+        return PUBACK_SUCCESS
+
+    async def _handle_owntracks(self, topic: str, payload: bytes) -> int:
+        """A responder's phone (the OwnTracks app) reporting where it is."""
+        try:
+            location = owntracks.parse_owntracks(topic, payload)
+        except ValueError as exc:
+            return await self._reject(topic, None, "owntracks", str(exc), payload)
+        if location is None:  # the app's last will, or another non-location message
+            return PUBACK_SUCCESS
+        stored = await self.db.run(
+            responders.record_position, self.db.store.engine, location.user, location
+        )
+        if stored is None:
+            reason = f"no responder has the OwnTracks username {location.user!r}"
+            return await self._reject(topic, None, "owntracks", reason, payload)
         return PUBACK_SUCCESS
 
     async def _reject(

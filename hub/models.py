@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -17,8 +17,34 @@ def utc_now() -> datetime:
 
 
 class AlarmState(enum.StrEnum):
+    """received -> notified -> acknowledged -> verified -> resolved | false_alarm | cancelled."""
+
     RECEIVED = "received"
     NOTIFIED = "notified"
+    ACKNOWLEDGED = "acknowledged"
+    VERIFIED = "verified"
+    RESOLVED = "resolved"
+    FALSE_ALARM = "false_alarm"
+    CANCELLED = "cancelled"
+
+
+CLOSED_STATES = frozenset({AlarmState.RESOLVED, AlarmState.FALSE_ALARM, AlarmState.CANCELLED})
+
+
+class Role(enum.StrEnum):
+    """Which group a recipient belongs to; escalation stages name roles."""
+
+    HQ = "hq"  #: HQ duty staff (organisation-wide)
+    TRUSTED = "trusted"  #: the defender's trusted contacts
+    NEARBY = "nearby"  #: responders near the alarm's position (found, not listed)
+    PARTNER = "partner"  #: partner organisations
+    EMBASSY = "embassy"
+    PRESS = "press"  #: a press list: publicity
+    PUBLIC = "public"  #: public channels (X/Twitter, Facebook, Mastodon, Bluesky): publicity
+
+
+#: Roles that make an alarm public; used only when the defender allows public broadcast.
+PUBLIC_ROLES = frozenset({Role.PRESS, Role.PUBLIC})
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -36,6 +62,12 @@ class Defender(SQLModel, table=True):
     language: str = "en"
     timezone: str = "UTC"
     created_at: datetime = Field(default_factory=utc_now)
+    allow_public_broadcast: bool = Field(
+        default=False, description="The defender's own consent to press and public channels."
+    )
+    policy_id: int | None = Field(default=None, foreign_key="escalationpolicy.id")
+    cancel_code_hash: str | None = None
+    duress_code_hash: str | None = None
 
 
 class Device(SQLModel, table=True):
@@ -49,17 +81,59 @@ class Device(SQLModel, table=True):
     online: bool | None = None
     battery: int | None = None
     last_seq: int | None = None
+    heartbeat_interval_s: int | None = None
+    silent_since: datetime | None = Field(default=None, description="Set while it is silent.")
+    battery_low: bool = False
 
 
 class Contact(SQLModel, table=True):
-    """Someone to notify. ``defender_id`` None means HQ: told of every alarm and refused message."""
+    """Someone to notify: a defender's contact, or organisation-wide when ``defender_id`` is None
+    (HQ, partners, embassies, press, public channels)."""
 
     id: int | None = Field(default=None, primary_key=True)
     defender_id: int | None = Field(default=None, foreign_key="defender.id", index=True)
+    role: str = Role.TRUSTED.value
     name: str
     channel_url: str = Field(description="Notifier URL; holds credentials, never logged.")
+    fallback_urls: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Tried in order when the channel before fails.",
+    )
     language: str = "en"
+    receives_tests: bool = False
     active: bool = True
+
+
+class Responder(SQLModel, table=True):
+    """A volunteer or partner staff member who can come when they are near an alarm."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    channel_url: str
+    fallback_urls: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    language: str = "en"
+    available: bool = True
+    radius_m: float = 5000.0
+    receives_tests: bool = False
+    mqtt_user: str | None = Field(
+        default=None, unique=True, description="OwnTracks username (topic owntracks/{user}/...)."
+    )
+    lat: float | None = Field(default=None, repr=False)
+    lon: float | None = Field(default=None, repr=False)
+    accuracy_m: float | None = None
+    position_at: datetime | None = None
+
+
+class EscalationPolicy(SQLModel, table=True):
+    """Stages of recipients, delays and conditions; see ``hub.escalation.PolicyDocument``.
+
+    The policy named ``default`` applies to every defender without one of their own.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    document: dict[str, object] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class Alarm(SQLModel, table=True):
@@ -75,13 +149,17 @@ class Alarm(SQLModel, table=True):
     state: str = AlarmState.RECEIVED.value
     device_ts: datetime
     seq: int
-    lat: float | None = None
-    lon: float | None = None
+    lat: float | None = Field(default=None, repr=False)
+    lon: float | None = Field(default=None, repr=False)
     accuracy_m: float | None = None
     fix_ts: datetime | None = None
     battery: int | None = None
     received_at: datetime = Field(default_factory=utc_now, index=True)
     copies_received: int = 1
+    duress: bool = Field(default=False, description="A duress code was entered: escalate silently.")
+    acknowledged_at: datetime | None = None
+    verified_at: datetime | None = None
+    closed_at: datetime | None = None
 
 
 class AlarmEvent(SQLModel, table=True):
@@ -96,17 +174,24 @@ class AlarmEvent(SQLModel, table=True):
 
 
 class Delivery(SQLModel, table=True):
-    """One message to one recipient on one channel: the outbox row and its result."""
+    """One message to one recipient on one channel: the outbox row and its result.
 
-    __table_args__ = (
-        UniqueConstraint("alarm_pk", "contact_id", name="uq_delivery_alarm_contact"),
-        UniqueConstraint("rejected_pk", "contact_id", name="uq_delivery_rejected_contact"),
-    )
+    ``key`` makes creation idempotent (e.g. the first alarm message to contact 3 of alarm 12).
+    """
 
     id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=200)
     alarm_pk: int | None = Field(default=None, foreign_key="alarm.id", index=True)
     rejected_pk: int | None = Field(default=None, foreign_key="rejectedmessage.id", index=True)
-    contact_id: int = Field(foreign_key="contact.id")
+    device_event_pk: int | None = Field(default=None, foreign_key="deviceevent.id")
+    contact_id: int | None = Field(default=None, foreign_key="contact.id")
+    responder_id: int | None = Field(default=None, foreign_key="responder.id")
+    role: str = Role.TRUSTED.value
+    kind: str = "alarm"
+    stage: int | None = None
+    channel_index: int = Field(default=0, description="0: primary channel; n: n-th fallback.")
+    ack_token_hash: str | None = Field(default=None, unique=True)
+    acknowledged_at: datetime | None = None
     recipient: str
     channel_url: str
     channel_masked: str
@@ -119,6 +204,39 @@ class Delivery(SQLModel, table=True):
     detail: str = ""
     created_at: datetime = Field(default_factory=utc_now)
     finished_at: datetime | None = None
+
+
+class Timer(SQLModel, table=True):
+    """Something the hub must do at ``due_at``: a row, so it survives a restart."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str  #: "stage", "reminder"
+    due_at: datetime = Field(index=True)
+    alarm_pk: int | None = Field(default=None, foreign_key="alarm.id", index=True)
+    payload: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    done_at: datetime | None = Field(default=None, index=True)
+    outcome: str = ""
+
+
+class DeviceAck(SQLModel, table=True):
+    """An ack the hub owes a device (outbox): published by the hub, whoever caused it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(foreign_key="device.id")
+    alarm_id: str
+    stage: str
+    created_at: datetime = Field(default_factory=utc_now)
+    sent_at: datetime | None = Field(default=None, index=True)
+
+
+class DeviceEvent(SQLModel, table=True):
+    """Supervision of a wristband: silent, back, offline (last will), low battery."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(foreign_key="device.id", index=True)
+    at: datetime = Field(default_factory=utc_now)
+    kind: str
+    detail: str = ""
 
 
 class RejectedMessage(SQLModel, table=True):

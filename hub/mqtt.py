@@ -19,6 +19,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from devicekit import protocol
 from devicekit.topics import subscription, topic
 from hub.config import BrokerConfig
+from hub.owntracks import SUBSCRIPTION as OWNTRACKS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class HubConnection:
         )
         client.subscribe(
             [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
+            + [gmqtt.Subscription(OWNTRACKS_SUBSCRIPTION, qos=1)]
         )
         self.connected.set()
 

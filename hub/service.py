@@ -1,4 +1,5 @@
-"""The hub service: wires the store, the plugins, the dispatcher and the MQTT connection."""
+"""The hub service: wires the store, the plugins, the dispatcher, the timers, the MQTT connection
+and the acknowledgement web server."""
 
 from __future__ import annotations
 
@@ -7,19 +8,37 @@ import contextlib
 import logging
 import os
 import signal
+from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from devicekit.protocol import AckStage
+from hub.actions import AlarmActions
+from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.database import AsyncStore
 from hub.dispatch import Dispatcher
 from hub.ingest import Ingest, Rejection
+from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
 from hub.mqtt import HubConnection
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
-from hub.store import AlarmOutcome
+from hub.store import AlarmOutcome, Store
+
+if TYPE_CHECKING:
+    from hub.web import WebServer
 
 log = logging.getLogger(__name__)
+
+
+def lifecycle_for(config: HubConfig) -> Lifecycle:
+    public_url = config.http.public_url if config.http.enabled else None
+    return Lifecycle(
+        LifecycleSettings(
+            ack_base_url=public_url,
+            responder_max_age=timedelta(seconds=config.responders.max_age_s),
+        )
+    )
 
 
 class Hub:
@@ -28,25 +47,39 @@ class Hub:
         config: HubConfig,
         registry: NotifierRegistry | None = None,
         ready_file: Path | None = None,
+        clock: Clock | None = None,
     ) -> None:
         pin_library_loggers()
         self.config = config
         self.ready_file = ready_file
+        self.clock = clock or SystemClock()
         if registry is None:
             pm = get_plugin_manager(load_entry_points=config.load_entry_points)
             registry = NotifierRegistry.from_plugins(pm, config.plugins)
         self.registry = registry
+        lifecycle = lifecycle_for(config)
         self.db = AsyncStore.open(config.database.url)
+        self.db.store = Store(self.db.store.engine, lifecycle, self.clock)
+        self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
         self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
         self.dispatcher = Dispatcher(
             self.db, registry, config.delivery.timeout_s, self._alarm_notified
         )
         self.connection = HubConnection(config.broker, self.ingest.handle)
         self._stop = asyncio.Event()
+        self._wake_timers = asyncio.Event()
+        #: Completed rounds of the timer loop (tests wait for a round instead of sleeping).
+        self.rounds = 0
+        self._fatal: Exception | None = None
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
-        dispatcher = asyncio.create_task(self.dispatcher.run(), name="dispatcher")
+        tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self._timer_loop(), name="timers"),
+        ]
+        web = self._web_server()
+        web_task = asyncio.create_task(self._serve_web(web), name="web") if web else None
         try:
             await self.connection.connect()
             if self.ready_file is not None:
@@ -57,41 +90,90 @@ class Hub:
             )
             await self._stop.wait()
         finally:
+            if web is not None and web_task is not None:
+                web.should_exit = True
+                await asyncio.wait({web_task}, timeout=10)  # closes its listening socket
             with contextlib.suppress(Exception):
                 await self.connection.disconnect()
-            dispatcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dispatcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
             await self.dispatcher.drain()
             self.db.close()
             if self.ready_file is not None:
                 self.ready_file.unlink(missing_ok=True)
             log.info("hub stopped")
+        if self._fatal is not None:
+            raise self._fatal
 
     def stop(self) -> None:
         self._stop.set()
+
+    def wake(self) -> None:
+        """Run timers, supervision and the device-ack outbox now (e.g. after an HQ action)."""
+        self._wake_timers.set()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
 
-    async def _alarm_stored(self, outcome: AlarmOutcome) -> None:
-        stage = AckStage.NOTIFIED if outcome.state == "notified" else AckStage.RECEIVED
-        self.connection.publish_ack(outcome.device_id, outcome.alarm_id, stage)
-        if outcome.created:
-            await self.db.run(self.db.store.record_event, outcome.alarm_pk, "ack_sent", stage.value)
+    def _web_server(self) -> WebServer | None:
+        if not self.config.http.enabled:
+            return None
+        from hub.web import create_app, make_server
+
+        app = create_app(self.db, self.actions, self.wake)
+        return make_server(app, self.config.http.host, self.config.http.port)
+
+    async def _serve_web(self, web: WebServer) -> None:
+        try:
+            await web.serve()
+        except SystemExit:  # uvicorn's way of saying it could not start
+            http = self.config.http
+            self._fatal = RuntimeError(
+                f"the hub's web server cannot listen on {http.host}:{http.port} (in use?); "
+                "change [http] port or stop the other program"
+            )
+            log.error("%s", self._fatal)
+            self.stop()
+
+    async def _timer_loop(self) -> None:
+        """Timers, silent devices and device acks. Timers are rows: a restart loses nothing."""
+        while True:
+            self._wake_timers.clear()
+            try:
+                result = await self.db.run(self.actions.tick)
+                if result.timers_run or result.silent_devices:
+                    self.dispatcher.kick()
+                await self._publish_device_acks()
+            except Exception:
+                log.exception("timer round failed; retrying at the next tick")
+            self.rounds += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_timers.wait(), self.config.timers.tick_s)
             self.dispatcher.kick()
 
-    def _storage_failed(self) -> None:
-        self.connection.request_redelivery()
+    async def _publish_device_acks(self) -> None:
+        if not self.connection.connected.is_set():
+            return
+        pending = await self.db.run(self.actions.pending_device_acks)
+        for ack in pending:
+            self.connection.publish_ack(ack.device_id, ack.alarm_id, AckStage(ack.stage))
+        await self.db.run(self.actions.mark_device_acks_sent, [ack.id for ack in pending])
+
+    async def _alarm_stored(self, outcome: AlarmOutcome) -> None:
+        self.connection.publish_ack(outcome.device_id, outcome.alarm_id, outcome.ack_stage)
+        if outcome.created:
+            self.dispatcher.kick()
 
     async def _rejected(self, rejection: Rejection) -> None:
         self.dispatcher.kick()
 
+    def _storage_failed(self) -> None:
+        self.connection.request_redelivery()
+
     async def _alarm_notified(self, alarm_pk: int) -> None:
-        alarm = await self.db.run(self.db.store.get_alarm, alarm_pk)
-        if alarm is None:
-            return
-        self.connection.publish_ack(alarm.device_id, alarm.alarm_id, AckStage.NOTIFIED)
-        await self.db.run(self.db.store.record_event, alarm_pk, "ack_sent", AckStage.NOTIFIED.value)
+        self.wake()

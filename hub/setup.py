@@ -27,6 +27,20 @@ data_dir = "broker"
 [delivery]
 timeout_s = 15
 
+[http]
+# Serves the "I'm on it" links in messages (and later the API). Put it behind an HTTPS reverse
+# proxy and set public_url to the address recipients open; links are sent only when it is set.
+enabled = true
+host = "127.0.0.1"
+port = {http_port}
+public_url = "http://127.0.0.1:{http_port}"
+
+[timers]
+tick_s = 1            # how often escalation timers and silent devices are checked
+
+[responders]
+max_age_s = 1800      # responders' positions older than this are not used
+
 # Settings for notifier plugins, one table per plugin:
 # [plugins.apprise]
 # timeout = 10            # connect/read timeout of one send, below [delivery] timeout_s
@@ -38,7 +52,7 @@ timeout_s = 15
 """
 
 
-def init_directory(directory: Path, port: int = 1883) -> Path:
+def init_directory(directory: Path, port: int = 1883, http_port: int = 8080) -> Path:
     """Create ``hub.toml`` and ``broker/`` in ``directory``; refuse to overwrite a config."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "hub.toml"
@@ -50,7 +64,11 @@ def init_directory(directory: Path, port: int = 1883) -> Path:
     PasswordFile(settings.password_file).set(HUB_USER, password)
     fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(CONFIG_TEMPLATE.format(port=port, hub_user=HUB_USER, password=password))
+        handle.write(
+            CONFIG_TEMPLATE.format(
+                port=port, hub_user=HUB_USER, password=password, http_port=http_port
+            )
+        )
     return config_path
 
 

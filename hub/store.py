@@ -14,21 +14,25 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
 from devicekit import protocol
-from hub.context import alarm_ref, hq_contacts, resolve_recipients
-from hub.messages import RenderedMessage, render_rejected
+from devicekit.protocol import AckStage
+from hub import supervision
+from hub.clock import Clock, SystemClock
+from hub.lifecycle import Lifecycle, device_ack
+from hub.messages import MessageFacts
 from hub.models import (
     Alarm,
     AlarmEvent,
     AlarmState,
-    Contact,
     Defender,
     Delivery,
     DeliveryStatus,
     Device,
     RejectedMessage,
-    utc_now,
+    Role,
 )
-from hub.plugin_api import DeliveryResult, Notification, mask_url
+from hub.outbox import queue, queue_fallback
+from hub.plugin_api import DeliveryResult, Notification
+from hub.recipients import contacts_with_roles
 
 
 class UnknownDevice(LookupError):
@@ -45,7 +49,20 @@ class AlarmOutcome:
     alarm_id: str
     device_id: str
     created: bool
-    state: str
+    ack_stage: AckStage
+
+
+def ack_stage_of(alarm: Alarm) -> AckStage:
+    """What a copy of a stored alarm is answered with. A duress alarm always says "cancelled"."""
+    if alarm.duress or alarm.state == AlarmState.CANCELLED:
+        return AckStage.CANCELLED
+    if alarm.state in (AlarmState.RESOLVED, AlarmState.FALSE_ALARM):
+        return AckStage.RESOLVED
+    if alarm.acknowledged_at is not None:
+        return AckStage.RESPONDER_COMING
+    if alarm.state == AlarmState.RECEIVED:
+        return AckStage.RECEIVED
+    return AckStage.NOTIFIED
 
 
 @dataclass(frozen=True)
@@ -60,13 +77,18 @@ def _utc(moment: datetime) -> datetime:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, lifecycle: Lifecycle | None = None, clock: Clock | None = None
+    ) -> None:
         self.engine = engine
+        self.lifecycle = lifecycle or Lifecycle()
+        self.clock = clock or SystemClock()
 
     # -- ingest -------------------------------------------------------------------------------
 
     def record_alarm(self, device_id: str, message: protocol.Alarm) -> AlarmOutcome:
         """Store ``message`` once per (device, alarm id) with its outbox rows; count re-sends."""
+        now = self.clock.now()
         with Session(self.engine) as session:
             existing = self._find_alarm(session, device_id, message.alarm_id)
             if existing is not None:
@@ -87,21 +109,23 @@ class Store:
                 accuracy_m=position.accuracy_m if position else None,
                 fix_ts=_utc(position.fix_ts) if position else None,
                 battery=message.battery,
+                received_at=now,
             )
             session.add(alarm)
             session.flush()
-            recipients = resolve_recipients(session, alarm, defender)
             session.add(
                 AlarmEvent(
                     alarm_pk=_pk(alarm),
+                    at=now,
                     kind="received",
                     actor=f"device:{device_id}",
-                    detail=f"{message.kind.value} alarm, {len(recipients)} recipient(s)",
+                    detail=f"{message.kind.value} alarm",
                 )
             )
-            for recipient in recipients:
-                session.add(_delivery(recipient.contact, recipient.message, alarm_pk=_pk(alarm)))
-            self._touch_device(device, message.seq, message.battery)
+            self.lifecycle.start(session, alarm, defender, now)
+            self._touch_device(session, device, message.seq, now)
+            if message.battery is not None:
+                supervision.record_battery(session, device, message.battery, now)
             session.add(device)
             try:
                 session.commit()
@@ -110,13 +134,13 @@ class Store:
                 existing = self._find_alarm(session, device_id, message.alarm_id)
                 assert existing is not None
                 return self._record_copy(session, existing)
-            assert alarm.id is not None
-            return AlarmOutcome(alarm.id, alarm.alarm_id, device_id, True, alarm.state)
+            return AlarmOutcome(_pk(alarm), alarm.alarm_id, device_id, True, AckStage.RECEIVED)
 
     def record_rejected(
         self, topic: str, device_id: str | None, channel: str | None, reason: str, payload: bytes
     ) -> int:
         """Keep a refused message whole, with its reason, and queue a report to every HQ contact."""
+        now = self.clock.now()
         with Session(self.engine) as session:
             rejected = RejectedMessage(
                 topic=topic,
@@ -125,20 +149,36 @@ class Store:
                 reason=reason,
                 payload=payload,
                 payload_size=len(payload),
+                received_at=now,
             )
             session.add(rejected)
             session.flush()
             assert rejected.id is not None
-            for contact in hq_contacts(session):
-                message = render_rejected(
-                    f"R{rejected.id}",
-                    device_id,
-                    channel,
-                    reason,
-                    rejected.received_at,
-                    contact.language,
+            facts = MessageFacts(
+                ref=f"R{rejected.id}",
+                kind="",
+                defender="",
+                timezone="UTC",
+                device_id=device_id or "?",
+                device_ts=now,
+                lat=None,
+                lon=None,
+                accuracy_m=None,
+                fix_ts=None,
+                battery=None,
+                at=now,
+                reason=reason,
+                channel=channel or "?",
+            )
+            for target in contacts_with_roles(session, None, (Role.HQ,)):
+                queue(
+                    session,
+                    f"R{rejected.id}:{target.key}",
+                    target,
+                    "rejected",
+                    facts,
+                    rejected_pk=rejected.id,
                 )
-                session.add(_delivery(contact, message, rejected_pk=rejected.id))
             session.commit()
             return rejected.id
 
@@ -147,17 +187,22 @@ class Store:
         device_id: str,
         message: protocol.Status | protocol.Heartbeat | protocol.Location | protocol.Cancel,
     ) -> None:
-        """Heartbeat, status, location and cancel: update the device, add to the alarm timeline."""
+        """Heartbeat, status, location and cancel: supervision and the alarm's lifecycle."""
+        now = self.clock.now()
         with Session(self.engine) as session:
             device = self._active_device(session, device_id)
             if isinstance(message, protocol.Status):
-                device.online = message.state == "online"
-                device.last_seen_at = utc_now()
+                supervision.record_status(
+                    session, device, message.state == "online", now, self.lifecycle
+                )
             elif isinstance(message, protocol.Heartbeat):
-                self._touch_device(device, message.seq, message.battery)
-            elif isinstance(message, protocol.Location | protocol.Cancel):
-                self._touch_device(device, message.seq, None)
-                self._add_alarm_event(session, device_id, message)
+                self._touch_device(session, device, message.seq, now)
+                supervision.record_heartbeat(
+                    session, device, message.interval_s, message.battery, now
+                )
+            else:
+                self._touch_device(session, device, message.seq, now)
+                self._alarm_message(session, device, message, now)
             session.add(device)
             session.commit()
 
@@ -203,25 +248,34 @@ class Store:
             return jobs
 
     def finish_delivery(self, delivery_id: int, result: DeliveryResult) -> bool:
-        """Record a send's result. Returns True when this completed its alarm's first round."""
+        """Record a send's result; a failure moves to the recipient's next channel.
+
+        Returns True when this completed the alarm's first round (the device is told "notified").
+        """
+        now = self.clock.now()
         with Session(self.engine) as session:
             row = session.get(Delivery, delivery_id)
             assert row is not None
             row.status = (DeliveryStatus.SENT if result.ok else DeliveryStatus.FAILED).value
             row.detail = result.detail[:1000]
-            row.finished_at = utc_now()
+            row.finished_at = now
             session.add(row)
+            fallback = None if result.ok else queue_fallback(session, row, now)
             completed = False
             if row.alarm_pk is not None:
+                text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
+                if fallback is not None:
+                    text += f"; trying {fallback.channel_masked}"
                 session.add(
                     AlarmEvent(
                         alarm_pk=row.alarm_pk,
+                        at=now,
                         kind="delivered" if result.ok else "delivery_failed",
-                        detail=f"{row.recipient} via {row.channel_masked}: {row.detail}".strip(),
+                        detail=text,
                     )
                 )
                 session.flush()
-                completed = self._complete_if_all_done(session, row.alarm_pk)
+                completed = self._complete_if_all_done(session, row.alarm_pk, now)
             session.commit()
             return completed
 
@@ -274,11 +328,9 @@ class Store:
         return device
 
     @staticmethod
-    def _touch_device(device: Device, seq: int, battery: int | None) -> None:
-        device.last_seen_at = utc_now()
+    def _touch_device(session: Session, device: Device, seq: int, now: datetime) -> None:
         device.last_seq = max(seq, device.last_seq or 0)
-        if battery is not None:
-            device.battery = battery
+        supervision.mark_seen(session, device, now)
 
     @staticmethod
     def _record_copy(session: Session, alarm: Alarm) -> AlarmOutcome:
@@ -293,50 +345,34 @@ class Store:
             )
         )
         session.commit()
-        assert alarm.id is not None
-        return AlarmOutcome(alarm.id, alarm.alarm_id, alarm.device_id, False, alarm.state)
+        return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, ack_stage_of(alarm))
 
-    def _add_alarm_event(
-        self, session: Session, device_id: str, message: protocol.Location | protocol.Cancel
+    def _alarm_message(
+        self,
+        session: Session,
+        device: Device,
+        message: protocol.Location | protocol.Cancel,
+        now: datetime,
     ) -> None:
-        alarm = self._find_alarm(session, device_id, message.alarm_id) if message.alarm_id else None
+        if message.alarm_id is None:
+            return  # a position outside any alarm: not kept (locations are dangerous data)
+        alarm = self._find_alarm(session, device.id, message.alarm_id)
         if alarm is None:
-            if message.alarm_id is None:
-                return  # a position outside any alarm: not kept (locations are dangerous data)
             raise UnknownAlarm(
-                f"{message.type} for alarm {message.alarm_id!r}, which device {device_id!r} "
+                f"{message.type} for alarm {message.alarm_id!r}, which device {device.id!r} "
                 "never raised (or the hub has not stored)"
             )
+        defender = session.get(Defender, alarm.defender_id)
+        assert defender is not None
         if isinstance(message, protocol.Cancel):
-            # Cancel codes and duress codes come with the alarm lifecycle; until then a cancel
-            # is shown to HQ and does not stop anything (so the device gets no `cancelled`).
-            detail = f"seq {message.seq}: code not checked by this hub version; alarm stays active"
-            seen = session.exec(
-                select(AlarmEvent.id).where(
-                    AlarmEvent.alarm_pk == _pk(alarm),
-                    AlarmEvent.kind == "cancel_requested",
-                    AlarmEvent.detail == detail,
-                )
-            ).first()
-            if seen is not None:
-                return
-            event = AlarmEvent(
-                alarm_pk=_pk(alarm),
-                kind="cancel_requested",
-                actor=f"device:{device_id}",
-                detail=detail,
-            )
+            self.lifecycle.cancel_request(session, alarm, defender, message.code, now, message.seq)
         else:
-            event = AlarmEvent(
-                alarm_pk=_pk(alarm),
-                kind="location",
-                actor=f"device:{device_id}",
-                detail=f"accuracy ±{message.position.accuracy_m:.0f} m",
+            self.lifecycle.location_update(
+                session, alarm, defender, message.seq, message.position, now
             )
-        session.add(event)
 
     @staticmethod
-    def _complete_if_all_done(session: Session, alarm_pk: int) -> bool:
+    def _complete_if_all_done(session: Session, alarm_pk: int, now: datetime) -> bool:
         alarm = session.get(Alarm, alarm_pk)
         if alarm is None or alarm.state != AlarmState.RECEIVED.value:
             return False
@@ -352,7 +388,11 @@ class Store:
             return False
         alarm.state = AlarmState.NOTIFIED.value
         session.add(alarm)
-        session.add(AlarmEvent(alarm_pk=alarm_pk, kind="notified", detail="first round complete"))
+        session.add(
+            AlarmEvent(alarm_pk=alarm_pk, at=now, kind="notified", detail="first round complete")
+        )
+        if not alarm.duress:
+            device_ack(session, alarm, AckStage.NOTIFIED, now)
         return True
 
     @staticmethod
@@ -366,28 +406,6 @@ class Store:
 def _pk(row: Alarm) -> int:
     assert row.id is not None, "the row must be flushed before its id is used"
     return row.id
-
-
-def _delivery(
-    contact: Contact,
-    message: RenderedMessage,
-    *,
-    alarm_pk: int | None = None,
-    rejected_pk: int | None = None,
-) -> Delivery:
-    assert contact.id is not None
-    return Delivery(
-        alarm_pk=alarm_pk,
-        rejected_pk=rejected_pk,
-        contact_id=contact.id,
-        recipient=contact.name,
-        channel_url=contact.channel_url,
-        channel_masked=mask_url(contact.channel_url),
-        language=message.language,
-        title=message.title,
-        body=message.body,
-        short=message.short,
-    )
 
 
 def _notification(row: Delivery, is_test: bool) -> Notification:
@@ -406,4 +424,4 @@ def _notification(row: Delivery, is_test: bool) -> Notification:
     )
 
 
-__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownAlarm", "UnknownDevice", "alarm_ref"]
+__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownAlarm", "UnknownDevice", "ack_stage_of"]

@@ -49,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="natalia-bench-"))
-    config_path = init_directory(workdir, port=free_port())
+    config_path = init_directory(workdir, port=free_port(), http_port=free_port())
     if args.database_url:
         text = config_path.read_text().replace('"sqlite:///natalia.db"', f'"{args.database_url}"')
         config_path.write_text(text)

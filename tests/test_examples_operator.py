@@ -15,7 +15,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_operator_quickstart_script_raises_and_delivers_an_alarm(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
-        [str(ROOT / "examples/operator/quickstart.sh"), str(tmp_path / "site"), str(free_port())],
+        [
+            str(ROOT / "examples/operator/quickstart.sh"),
+            str(tmp_path / "site"),
+            str(free_port()),
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=120,

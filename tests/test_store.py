@@ -53,7 +53,7 @@ def test_alarm_is_stored_with_one_delivery_per_recipient(store: Store, people) -
     assert sorted(d.recipient for d in deliveries) == ["HQ", "Lawyer", "Sister"]
     assert {d.status for d in deliveries} == {"pending"}
     assert all("43.31780, 45.69820" in d.body and "openstreetmap.org" in d.body for d in deliveries)
-    assert [e.kind for e in store.events(outcome.alarm_pk)] == ["received"]
+    assert [e.kind for e in store.events(outcome.alarm_pk)] == ["received", "stage"]
 
 
 def test_contacts_of_another_defender_are_not_told(store: Store, people, tmp_path: Path) -> None:
@@ -136,12 +136,14 @@ def test_cancel_or_location_for_an_alarm_never_raised_is_refused(store: Store, p
         )
 
 
-def test_cancel_is_shown_once_per_message_and_does_not_stop_the_alarm(store: Store, people) -> None:
+def test_refused_cancel_is_shown_once_per_message_and_does_not_stop_the_alarm(
+    store: Store, people
+) -> None:
     outcome = store.record_alarm(people.device_id, _alarm())
-    cancel = Cancel(alarm_id="al-1", ts=utcnow(), seq=2, code="4711")
+    cancel = Cancel(alarm_id="al-1", ts=utcnow(), seq=2, code="4711")  # no code is set
     for _ in range(3):  # the device re-sends until it is settled
         store.record_device_message(people.device_id, cancel)
-    events = [e for e in store.events(outcome.alarm_pk) if e.kind == "cancel_requested"]
+    events = [e for e in store.events(outcome.alarm_pk) if e.kind == "cancel_refused"]
     assert len(events) == 1 and "4711" not in events[0].detail
     stored = store.get_alarm(outcome.alarm_pk)
     assert stored is not None and stored.state == "received"

@@ -2,14 +2,15 @@
 # Operator quick start: a site directory, the broker, the hub, one defender with a wristband
 # and an HQ contact, then a simulated alarm and the alarm list. Stops what it started.
 #
-#   examples/operator/quickstart.sh [SITE_DIR] [PORT]
+#   examples/operator/quickstart.sh [SITE_DIR] [BROKER_PORT] [HTTP_PORT]
 set -euo pipefail
 
 SITE=${1:-./natalia-site}
 PORT=${2:-1883}
+HTTP_PORT=${3:-8080}
 CONFIG="$SITE/hub.toml"
 
-natalia init "$SITE" --port "$PORT"
+natalia init "$SITE" --port "$PORT" --http-port "$HTTP_PORT"
 
 natalia broker run -c "$CONFIG" > "$SITE/broker.log" 2>&1 &
 broker=$!

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from hub.config import BrokerConfig, DatabaseConfig, DeliveryConfig, HubConfig
+from hub.clock import Clock
+from hub.config import BrokerConfig, DatabaseConfig, DeliveryConfig, HubConfig, TimersConfig
 from hub.db import make_engine
 from hub.plugin_manager import NotifierRegistry
 from hub.service import Hub
@@ -34,6 +35,7 @@ def hub_config(
             session_expiry_s=3600,
         ),
         delivery=DeliveryConfig(timeout_s=timeout_s),
+        timers=TimersConfig(tick_s=0.05),
         plugins=plugins or {},
         load_entry_points=False,
     )
@@ -42,9 +44,15 @@ def hub_config(
 class RunningHub:
     """``start()`` returns once the hub is connected and subscribed; ``stop()`` shuts it down."""
 
-    def __init__(self, config: HubConfig, registry: NotifierRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: HubConfig,
+        registry: NotifierRegistry | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config
         self.registry = registry
+        self.clock = clock
         self.hub: Hub | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -56,7 +64,7 @@ class RunningHub:
         def main() -> None:
             async def run() -> None:
                 self._loop = asyncio.get_running_loop()
-                self.hub = Hub(self.config, registry=self.registry)
+                self.hub = Hub(self.config, registry=self.registry, clock=self.clock)
                 ready.set()
                 await self.hub.run()
 
@@ -83,6 +91,13 @@ class RunningHub:
             self._thread.join(timeout)
         if self._error:
             raise self._error
+
+    def next_rounds(self, rounds: int = 2, timeout: float = 10.0) -> None:
+        """Wait until the timer loop completed ``rounds`` more rounds (after a clock change)."""
+        assert self.hub is not None and self._loop is not None
+        target = self.hub.rounds + rounds
+        self._loop.call_soon_threadsafe(self.hub.wake)
+        wait_until(lambda: self.hub is not None and self.hub.rounds >= target, timeout)
 
     def __enter__(self) -> RunningHub:
         return self.start()

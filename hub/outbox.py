@@ -1,0 +1,132 @@
+"""Queue messages: one ``Delivery`` row per recipient and channel, created at most once per key.
+
+Rows are the outbox: the dispatcher sends them, whoever queued them (ingest, a timer, an HQ
+action from the CLI). An acknowledgement link is rendered into messages that ask for one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+
+from sqlmodel import Session, select
+
+from hub.codes import new_token
+from hub.messages import MessageFacts, render
+from hub.models import Alarm, Defender, Delivery
+from hub.plugin_api import mask_url
+from hub.recipients import Target, target_of
+
+
+def facts_for(alarm: Alarm, defender: Defender, **extra: object) -> MessageFacts:
+    """What messages about ``alarm`` may say; ``extra`` adds event details (actor, distance...)."""
+    values: dict[str, object] = dict(
+        ref=f"A{alarm.id}",
+        kind="duress" if alarm.duress else alarm.kind,
+        defender=defender.name,
+        timezone=defender.timezone,
+        device_id=alarm.device_id,
+        device_ts=alarm.device_ts,
+        lat=alarm.lat,
+        lon=alarm.lon,
+        accuracy_m=alarm.accuracy_m,
+        fix_ts=alarm.fix_ts,
+        battery=alarm.battery,
+    )
+    values.update(extra)
+    return MessageFacts(**values)  # type: ignore[arg-type]
+
+
+def key_exists(session: Session, key: str) -> bool:
+    return session.exec(select(Delivery.id).where(Delivery.key == key)).first() is not None
+
+
+def queue(
+    session: Session,
+    key: str,
+    target: Target,
+    event: str,
+    facts: MessageFacts,
+    *,
+    alarm_pk: int | None = None,
+    rejected_pk: int | None = None,
+    device_event_pk: int | None = None,
+    stage: int | None = None,
+    ack_base_url: str | None = None,
+) -> Delivery | None:
+    """Queue ``event`` for ``target`` on its first channel, unless ``key`` was queued before.
+
+    With ``ack_base_url`` the message carries a personal "I'm on it" link.
+    """
+    if key_exists(session, key):
+        return None
+    token_hash = None
+    if ack_base_url:
+        token, token_hash = new_token()
+        facts = dataclasses.replace(facts, ack_url=f"{ack_base_url.rstrip('/')}/ack/{token}")
+    message = render(event, facts, target.language)
+    url = target.urls[0]
+    delivery = Delivery(
+        key=key,
+        alarm_pk=alarm_pk,
+        rejected_pk=rejected_pk,
+        device_event_pk=device_event_pk,
+        contact_id=target.id if target.kind == "contact" else None,
+        responder_id=target.id if target.kind == "responder" else None,
+        role=target.role.value,
+        kind=event,
+        stage=stage,
+        ack_token_hash=token_hash,
+        recipient=target.name,
+        channel_url=url,
+        channel_masked=mask_url(url),
+        language=message.language,
+        title=message.title,
+        body=message.body,
+        short=message.short,
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery
+
+
+def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Delivery | None:
+    """The same message on the recipient's next channel, if they have one left."""
+    kind, target_id = (
+        ("contact", failed.contact_id)
+        if failed.contact_id is not None
+        else ("responder", failed.responder_id)
+    )
+    if target_id is None:
+        return None
+    target = target_of(session, kind, target_id)
+    index = failed.channel_index + 1
+    if target is None or index >= len(target.urls):
+        return None
+    key = f"{failed.key}>fallback{index}"
+    if key_exists(session, key):
+        return None
+    url = target.urls[index]
+    delivery = Delivery(
+        key=key,
+        alarm_pk=failed.alarm_pk,
+        rejected_pk=failed.rejected_pk,
+        device_event_pk=failed.device_event_pk,
+        contact_id=failed.contact_id,
+        responder_id=failed.responder_id,
+        role=failed.role,
+        kind=failed.kind,
+        stage=failed.stage,
+        channel_index=index,
+        recipient=failed.recipient,
+        channel_url=url,
+        channel_masked=mask_url(url),
+        language=failed.language,
+        title=failed.title,
+        body=failed.body,
+        short=failed.short,
+        created_at=now,
+    )
+    session.add(delivery)
+    session.flush()
+    return delivery

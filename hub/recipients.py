@@ -1,0 +1,110 @@
+"""Who a stage reaches: contacts by role (the defender's own and organisation-wide) and, for the
+``nearby`` role, responders whose position is fresh and within their radius of the alarm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement
+from sqlmodel import Session, col, or_, select
+
+from hub.models import Alarm, Contact, Defender, Responder, Role
+
+
+@dataclass(frozen=True)
+class Target:
+    """One recipient with every channel to try, in order."""
+
+    kind: str  #: "contact" or "responder"
+    id: int
+    name: str
+    role: Role
+    language: str
+    urls: tuple[str, ...]
+    receives_tests: bool = False
+    distance_m: float | None = field(default=None, compare=False)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.id}"
+
+
+def _contact_target(contact: Contact) -> Target:
+    assert contact.id is not None
+    return Target(
+        "contact",
+        contact.id,
+        contact.name,
+        Role(contact.role),
+        contact.language,
+        (contact.channel_url, *contact.fallback_urls),
+        contact.receives_tests,
+    )
+
+
+def _responder_target(responder: Responder, distance_m: float) -> Target:
+    assert responder.id is not None
+    return Target(
+        "responder",
+        responder.id,
+        responder.name,
+        Role.NEARBY,
+        responder.language,
+        (responder.channel_url, *responder.fallback_urls),
+        responder.receives_tests,
+        distance_m,
+    )
+
+
+def contacts_with_roles(
+    session: Session, defender_id: int | None, roles: tuple[Role, ...]
+) -> list[Target]:
+    """Active contacts of the defender, and organisation-wide ones, whose role is in ``roles``."""
+    wanted = [role.value for role in roles if role is not Role.NEARBY]
+    if not wanted:
+        return []
+    owner: ColumnElement[bool] = col(Contact.defender_id).is_(None)
+    if defender_id is not None:
+        owner = or_(owner, col(Contact.defender_id) == defender_id)
+    query = (
+        select(Contact)
+        .where(owner, Contact.active, col(Contact.role).in_(wanted))
+        .order_by(col(Contact.id))
+    )
+    return [_contact_target(contact) for contact in session.exec(query)]
+
+
+def nearby_responders(
+    session: Session, alarm: Alarm, now: datetime, max_age: timedelta
+) -> list[Target]:
+    """Responders near the alarm's position, nearest first (none when there is no fix)."""
+    if alarm.lat is None or alarm.lon is None:
+        return []
+    from hub.geo import nearest_responders
+
+    responders = list(session.exec(select(Responder).where(Responder.available)))
+    found = nearest_responders(responders, alarm.lat, alarm.lon, now, max_age)
+    return [_responder_target(responder, distance) for responder, distance in found]
+
+
+def targets_for_roles(
+    session: Session,
+    alarm: Alarm,
+    defender: Defender,
+    roles: tuple[Role, ...],
+    now: datetime,
+    responder_max_age: timedelta,
+) -> list[Target]:
+    targets = contacts_with_roles(session, defender.id, roles)
+    if Role.NEARBY in roles:
+        targets += nearby_responders(session, alarm, now, responder_max_age)
+    return targets
+
+
+def target_of(session: Session, kind: str, target_id: int) -> Target | None:
+    if kind == "contact":
+        contact = session.get(Contact, target_id)
+        return _contact_target(contact) if contact is not None else None
+    responder = session.get(Responder, target_id)
+    return _responder_target(responder, 0.0) if responder is not None else None

@@ -1,0 +1,152 @@
+"""A running hub with a fake clock, a real broker, a real SMTP server and a real HTTP receiver:
+the stage on which the escalation rules are tested."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devicekit.protocol import AlarmKind
+from hub import admin
+from hub.actions import AlarmActions
+from hub.clock import FakeClock
+from hub.models import Alarm, Delivery, Role
+from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+from hub.service import lifecycle_for
+from hub.store import Store
+from tests.support.brokers import RunningBroker
+from tests.support.device import RawDevice, make_alarm
+from tests.support.hubs import RunningHub, hub_config, open_store
+from tests.support.receivers import HTTPReceiver, SMTPReceiver, wait_until
+
+
+@dataclass
+class Scene:
+    broker: RunningBroker
+    database_url: str
+    smtp: SMTPReceiver
+    http: HTTPReceiver
+    tmp_path: Path
+    clock: FakeClock = field(default_factory=FakeClock)
+    hub: RunningHub | None = None
+    device: RawDevice | None = None
+    defender_id: int = 0
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        self.store: Store = open_store(self.database_url)
+        self.registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
+        self.config = hub_config(self.broker, self.database_url)
+        self.config.http.enabled = True
+        self.config.http.port = _free_port()
+        self.config.http.public_url = f"http://127.0.0.1:{self.config.http.port}"
+        self.actions = AlarmActions(self.store.engine, lifecycle_for(self.config), self.clock)
+        defender = admin.add_defender(self.store.engine, "Natalia Test", timezone="Europe/Moscow")
+        assert defender.id is not None
+        self.defender_id = defender.id
+        creds = admin.add_device(
+            self.store.engine, "wb-1", defender.id, self.broker.process.settings.data_dir
+        )
+        self.broker.add_account("wb-1", creds.password)
+        self.device_password = creds.password
+
+    # -- set-up -------------------------------------------------------------------------------
+
+    def policy(self, toml: str, name: str = "default") -> None:
+        path = self.tmp_path / f"{name}.toml"
+        path.write_text(toml)
+        admin.set_policy(self.store.engine, name, path)
+
+    def contact(
+        self,
+        name: str,
+        email: str | None = None,
+        *,
+        role: Role = Role.TRUSTED,
+        url: str | None = None,
+        org: bool = False,
+        **options: Any,
+    ) -> int:
+        channel = url or self.smtp.url(email or f"{name.lower()}@example.org")
+        defender_id = None if org or role is Role.HQ else self.defender_id
+        contact = admin.add_contact(
+            self.store.engine, self.registry, name, channel, defender_id, role=role, **options
+        )
+        assert contact.id is not None
+        return contact.id
+
+    def defender(self, **options: Any) -> None:
+        admin.set_defender_options(self.store.engine, self.defender_id, **options)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def start(self) -> Scene:
+        self.hub = RunningHub(self.config, clock=self.clock).start()
+        if self.device is None:
+            self.device = RawDevice(
+                self.broker.host, self.broker.port, "wb-1", self.device_password
+            )
+        return self
+
+    def stop_hub(self) -> None:
+        if self.hub is not None:
+            self.hub.stop()
+            self.hub = None
+
+    def close(self) -> None:
+        self.stop_hub()
+        if self.device is not None:
+            self.device.close()
+
+    def alarm(self, alarm_id: str = "al-1", kind: AlarmKind = AlarmKind.PANIC) -> Alarm:
+        assert self.device is not None
+        self.seq += 1
+        self.device.publish("alarm", make_alarm(alarm_id, seq=self.seq, kind=kind).to_payload())
+        found: Alarm = wait_until(lambda: self.store.find_alarm("wb-1", alarm_id))
+        return found
+
+    def stages(self, alarm_id: str) -> list[str]:
+        """Ack stages the wristband received for ``alarm_id``."""
+        assert self.device is not None
+        return self.device.stages(alarm_id)
+
+    def publish(self, channel: str, payload: bytes) -> None:
+        assert self.device is not None
+        self.device.publish(channel, payload)
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock and let the hub run its timers and send what they queued."""
+        self.clock.advance(seconds)
+        assert self.hub is not None
+        self.hub.next_rounds()
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until nothing is pending or being sent."""
+        wait_until(lambda: all(d.status in ("sent", "failed") for d in self.store.deliveries()))
+
+    # -- looking ------------------------------------------------------------------------------
+
+    def mails_to(self, address: str) -> list[str]:
+        return [m.message["Subject"] for m in self.smtp.messages if address in m.rcpt_tos]
+
+    def deliveries(self, alarm: Alarm, recipient: str | None = None) -> list[Delivery]:
+        rows = self.store.deliveries(alarm.id)
+        return [d for d in rows if recipient is None or d.recipient == recipient]
+
+    def events(self, alarm: Alarm) -> list[str]:
+        assert alarm.id is not None
+        return [e.kind for e in self.store.events(alarm.id)]
+
+    def fresh(self, alarm: Alarm) -> Alarm:
+        assert alarm.id is not None
+        found = self.store.get_alarm(alarm.id)
+        assert found is not None
+        return found
+
+
+def _free_port() -> int:
+    from broker.launcher import free_port
+
+    return free_port()

@@ -252,16 +252,24 @@ def alarms_show(args: argparse.Namespace) -> int:
     alarm = store.get_alarm(alarm_pk)
     if alarm is None:
         raise AdminError(f"no alarm {args.ref}")
-    print(f"A{alarm.id} {alarm.kind} from {alarm.device_id}: {alarm.state}")
+    duress = " (DURESS)" if alarm.duress else ""
+    print(f"A{alarm.id} {alarm.kind}{duress} from {alarm.device_id}: {alarm.state}")
     for event in store.events(alarm_pk):
         print(
             f"  {event.at.isoformat(timespec='seconds')}  {event.kind:<16} {event.actor:<20} "
             f"{event.detail}"
         )
     for delivery in store.deliveries(alarm_pk):
+        acked = " acknowledged" if delivery.acknowledged_at else ""
         print(
-            f"  delivery {delivery.id}: {delivery.recipient} via {delivery.channel_masked}: "
-            f"{delivery.status} {delivery.detail}"
+            f"  delivery {delivery.id} [{delivery.kind}]: {delivery.recipient} via "
+            f"{delivery.channel_masked}: {delivery.status}{acked} {delivery.detail}"
+        )
+    for timer in store.timers(alarm_pk):
+        state = f"done: {timer.outcome}" if timer.done_at else "waiting"
+        print(
+            f"  timer {timer.kind} {timer.payload} due {timer.due_at.isoformat(timespec='seconds')}"
+            f": {state}"
         )
     return 0
 

@@ -29,6 +29,7 @@ from hub.models import (
     Device,
     RejectedMessage,
     Role,
+    Timer,
 )
 from hub.outbox import queue, queue_fallback
 from hub.plugin_api import DeliveryResult, Notification
@@ -305,6 +306,11 @@ class Store:
             if alarm_pk is not None:
                 query = query.where(Delivery.alarm_pk == alarm_pk)
             return list(session.exec(query))
+
+    def timers(self, alarm_pk: int) -> list[Timer]:
+        with Session(self.engine) as session:
+            query = select(Timer).where(Timer.alarm_pk == alarm_pk)
+            return list(session.exec(query.order_by(col(Timer.due_at))))
 
     def rejected(self, limit: int = 50) -> list[RejectedMessage]:
         with Session(self.engine) as session:

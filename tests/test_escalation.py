@@ -335,3 +335,40 @@ def test_the_example_policy_file_is_valid_and_matches_the_built_in_default() -> 
 
     example = Path(__file__).resolve().parents[1] / "examples/operator/policy.toml"
     assert load_policy_file(example) == DEFAULT_POLICY
+
+
+def test_low_battery_is_reported_to_hq_once(scene: Scene) -> None:
+    scene.start()
+    for seq, battery in ((1, 40), (2, 12), (3, 11)):
+        beat = Heartbeat(ts=utcnow(), seq=seq, interval_s=600, battery=battery)
+        scene.publish("heartbeat", beat.to_payload())
+    wait_until(lambda: _device(scene).battery == 11)
+    scene.settle()
+    reports = [d for d in scene.store.deliveries() if d.kind == "low_battery"]
+    assert [d.recipient for d in reports] == ["HQ"]
+    assert "12%" in reports[0].body or "12 %" in reports[0].body
+
+
+def test_broker_last_will_reports_the_wristband_offline(scene: Scene, tmp_path) -> None:
+    from devicekit.wristband import Wristband
+
+    scene.start(device=False)  # the wristband itself is wb-1 here
+    wristband = Wristband(
+        "wb-1",
+        scene.device_password,
+        host=scene.broker.host,
+        port=scene.broker.port,
+        state_dir=tmp_path / "wb",
+        keepalive=5,
+    )
+    wristband.start()
+    wristband.wait_connected()
+    wait_until(lambda: _device(scene).online is True)
+    sock = wristband._client.socket()
+    assert sock is not None
+    sock.close()  # the phone network drops: no DISCONNECT is sent
+    wait_until(lambda: _device(scene).online is False, timeout=20)
+    scene.settle()
+    [report] = [d for d in scene.store.deliveries() if d.kind == "device_offline"]
+    assert report.recipient == "HQ" and "wb-1" in report.body
+    wristband.stop()

@@ -29,7 +29,7 @@ def test_operator_quickstart_script_raises_and_delivers_an_alarm(tmp_path: Path)
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "A1 panic from wb-0001: notified" in result.stdout
-    assert "delivery 1: HQ duty desk via console://: sent" in result.stdout
+    assert "delivery 1 [alarm]: HQ duty desk via console://: sent" in result.stdout
     hub_log = (tmp_path / "site" / "hub.log").read_text()
     assert "alarm A1 from device wb-0001: stored" in hub_log
     assert "43.3178" not in hub_log, "a coordinate reached the hub's log"

@@ -81,9 +81,10 @@ class Scene:
 
     # -- running ------------------------------------------------------------------------------
 
-    def start(self) -> Scene:
+    def start(self, device: bool = True) -> Scene:
+        """Start the hub and (unless ``device`` is False) a raw client logged in as wb-1."""
         self.hub = RunningHub(self.config, clock=self.clock).start()
-        if self.device is None:
+        if device and self.device is None:
             self.device = RawDevice(
                 self.broker.host, self.broker.port, "wb-1", self.device_password
             )

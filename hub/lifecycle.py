@@ -301,27 +301,7 @@ class Lifecycle:
         policy = policy_for(session, defender)
         for index, stage in enumerate(policy.stages):
             if stage.condition is Condition.VERIFIED:
-                if stage.delay_s == 0:
-                    session.add(
-                        Timer(
-                            kind="stage",
-                            due_at=now,
-                            alarm_pk=_pk(alarm),
-                            payload={"stage": index},
-                            done_at=now,
-                            outcome="run at once",
-                        )
-                    )
-                    self.run_stage(session, alarm, defender, index, now)
-                else:
-                    session.add(
-                        Timer(
-                            kind="stage",
-                            due_at=now + timedelta(seconds=stage.delay_s),
-                            alarm_pk=_pk(alarm),
-                            payload={"stage": index},
-                        )
-                    )
+                self._schedule_stage(session, alarm, defender, index, stage, now)
 
     def escalate_now(
         self,

@@ -71,6 +71,15 @@ class TimersConfig(_Section):
     )
 
 
+class HealthConfig(_Section):
+    file: Path | None = Field(
+        default=None,
+        description="Rewritten every timer round while the hub is healthy; an external dead-man "
+        "check alarms when it goes stale (scripts/deadman-check).",
+    )
+    stale_after_s: float = Field(default=30, gt=0, description="Unhealthy after this long.")
+
+
 class RespondersConfig(_Section):
     max_age_s: int = Field(
         default=1800, ge=60, description="Positions older than this are not used."
@@ -88,6 +97,7 @@ class HubConfig(_Section):
     http: HttpConfig = HttpConfig()
     timers: TimersConfig = TimersConfig()
     responders: RespondersConfig = RespondersConfig()
+    health: HealthConfig = HealthConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
     )
@@ -127,6 +137,8 @@ def config_from_mapping(raw: dict[str, Any], base_dir: Path) -> HubConfig:
     config.database.url = _absolute_sqlite_url(config.database.url, base_dir)
     if config.broker.data_dir is not None and not config.broker.data_dir.is_absolute():
         config.broker.data_dir = (base_dir / config.broker.data_dir).resolve()
+    if config.health.file is not None and not config.health.file.is_absolute():
+        config.health.file = (base_dir / config.health.file).resolve()
     return config
 
 

@@ -24,6 +24,8 @@ from hub.owntracks import SUBSCRIPTION as OWNTRACKS_SUBSCRIPTION
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], Awaitable[int]]
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 30
 
 
 class HubConnection:
@@ -41,7 +43,7 @@ class HubConnection:
             session_expiry_interval=config.session_expiry_s,
         )
         self.client.set_auth_credentials(config.username, config.password.get_secret_value())
-        self.client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
+        self.client.set_config({"reconnect_retries": -1, "reconnect_delay": RECONNECT_MIN_S})
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -103,12 +105,16 @@ class HubConnection:
             [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
             + [gmqtt.Subscription(OWNTRACKS_SUBSCRIPTION, qos=1)]
         )
+        self.client.reconnect_delay = RECONNECT_MIN_S
         self.connected.set()
 
     def _on_disconnect(self, client: Any, packet: Any, exc: Exception | None = None) -> None:
         self.connected.clear()
         if not self.closing:
-            log.warning("connection to the broker lost; reconnecting")
+            # Exponential backoff between attempts (gmqtt retries forever at this delay).
+            delay = self.client.reconnect_delay
+            self.client.reconnect_delay = min(RECONNECT_MAX_S, delay * 2)
+            log.warning("connection to the broker lost; reconnecting in %s s", delay)
 
     async def _on_message(
         self, client: Any, topic_name: str, payload: bytes, qos: int, properties: Any

@@ -8,9 +8,11 @@ import contextlib
 import logging
 import os
 import signal
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from devicekit.protocol import AckStage
 from hub.actions import AlarmActions
@@ -18,6 +20,7 @@ from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.database import AsyncStore
 from hub.dispatch import Dispatcher
+from hub.health import Health, write_alive_file
 from hub.ingest import Ingest, Rejection
 from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
@@ -71,6 +74,8 @@ class Hub:
         #: Completed rounds of the timer loop (tests wait for a round instead of sleeping).
         self.rounds = 0
         self._fatal: Exception | None = None
+        self._last_round_at: datetime | None = None
+        self._database_ok = False
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
@@ -104,6 +109,8 @@ class Hub:
             self.db.close()
             if self.ready_file is not None:
                 self.ready_file.unlink(missing_ok=True)
+            if self.config.health.file is not None:
+                self.config.health.file.unlink(missing_ok=True)
             log.info("hub stopped")
         if self._fatal is not None:
             raise self._fatal
@@ -125,7 +132,7 @@ class Hub:
             return None
         from hub.web import create_app, make_server
 
-        app = create_app(self.db, self.actions, self.wake)
+        app = create_app(self.db, self.actions, self.wake, self.health)
         return make_server(app, self.config.http.host, self.config.http.port)
 
     async def _serve_web(self, web: WebServer) -> None:
@@ -146,15 +153,38 @@ class Hub:
             self._wake_timers.clear()
             try:
                 result = await self.db.run(self.actions.tick)
+                self._database_ok = True
                 if result.timers_run or result.silent_devices:
                     self.dispatcher.kick()
                 await self._publish_device_acks()
+            except SQLAlchemyError as exc:
+                self._database_ok = False
+                log.error("timer round: database error (%s); retrying", type(exc).__name__)
             except Exception:
                 log.exception("timer round failed; retrying at the next tick")
+            self._last_round_at = datetime.now(UTC)
+            self._write_alive_file()
             self.rounds += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_timers.wait(), self.config.timers.tick_s)
             self.dispatcher.kick()
+
+    def health(self) -> Health:
+        return Health(
+            checked_at=datetime.now(UTC),
+            broker_connected=self.connection.connected.is_set(),
+            database_ok=self._database_ok,
+            last_round_at=self._last_round_at,
+            stale_after_s=self.config.health.stale_after_s,
+        )
+
+    def _write_alive_file(self) -> None:
+        if self.config.health.file is None:
+            return
+        try:
+            write_alive_file(self.config.health.file, self.health())
+        except OSError as exc:
+            log.error("cannot write the alive file %s: %s", self.config.health.file, exc)
 
     async def _publish_device_acks(self) -> None:
         if not self.connection.connected.is_set():

@@ -38,6 +38,10 @@ public_url = "http://127.0.0.1:{http_port}"
 [timers]
 tick_s = 1            # how often escalation timers and silent devices are checked
 
+[health]
+file = "hub.alive"    # rewritten while healthy; watch it with scripts/deadman-check
+stale_after_s = 30
+
 [responders]
 max_age_s = 1800      # responders' positions older than this are not used
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from hub.actions import AlarmActions
 from hub.database import AsyncStore
+from hub.health import Health
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -33,7 +34,12 @@ def _page(content: str, status: int = 200) -> HTMLResponse:
 UNKNOWN = _page("<p>This acknowledgement link is not valid (or no longer is).</p>", 404)
 
 
-def create_app(db: AsyncStore, actions: AlarmActions, on_change: Callable[[], None]) -> FastAPI:
+def create_app(
+    db: AsyncStore,
+    actions: AlarmActions,
+    on_change: Callable[[], None],
+    health: Callable[[], Health],
+) -> FastAPI:
     app = FastAPI(title="Natalia hub", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/ack/{token}", response_class=HTMLResponse)
@@ -57,8 +63,10 @@ def create_app(db: AsyncStore, actions: AlarmActions, on_change: Callable[[], No
         return _page(f"<p>Thank you. HQ knows you are on it (alarm <b>{html.escape(ref)}</b>).</p>")
 
     @app.get("/healthz")
-    async def health() -> JSONResponse:
-        return JSONResponse({"status": "ok"})
+    async def healthz() -> JSONResponse:
+        """200 while the hub can do its job; 503 with the problems when it cannot."""
+        state = health()
+        return JSONResponse(state.as_json(), status_code=200 if state.ok else 503)
 
     return app
 

@@ -261,6 +261,8 @@ def alarms_show(args: argparse.Namespace) -> int:
         )
     for delivery in store.deliveries(alarm_pk):
         acked = " acknowledged" if delivery.acknowledged_at else ""
+        if delivery.status == "retrying" and delivery.next_try_at:
+            acked += f" (next try {delivery.next_try_at:%H:%M:%S})"
         print(
             f"  delivery {delivery.id} [{delivery.kind}]: {delivery.recipient} via "
             f"{delivery.channel_masked}: {delivery.status}{acked} {delivery.detail}"

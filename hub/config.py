@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from broker.config import HUB_USER
 
@@ -87,7 +87,28 @@ class RespondersConfig(_Section):
 
 
 class DeliveryConfig(_Section):
+    """Sending, retries and dead letters (see hub/retry.py for the policy)."""
+
     timeout_s: float = Field(default=15.0, gt=0, le=300, description="Cut-off for one send.")
+    max_attempts: int = Field(
+        default=5, ge=1, le=100, description="Sends per channel before the next channel."
+    )
+    backoff_base_s: float = Field(
+        default=2.0, gt=0, description="Delay before the first retry (doubles each time)."
+    )
+    backoff_cap_s: float = Field(default=300.0, gt=0, description="Longest delay between tries.")
+    deadline_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="A message not delivered this long after its first try is dead-lettered "
+        "(each fallback channel still gets one try).",
+    )
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> DeliveryConfig:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must not be below backoff_base_s")
+        return self
 
 
 class HubConfig(_Section):

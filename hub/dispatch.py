@@ -1,7 +1,10 @@
-"""Send the outbox: every pending delivery in its own task, each cut off by a timeout.
+"""Send the outbox: every due delivery in its own task, each cut off by a timeout.
 
 One slow or hanging channel never delays another; every result, including a timeout or a
-plugin's exception, is recorded on the delivery row.
+plugin's exception, is recorded on the delivery row. What a failure leads to (a retry later,
+the next channel, a dead letter to HQ) is decided by ``Store.finish_delivery`` with the policy
+of ``hub.retry``. Every round first takes back what a stopped hub left mid-send (its lease
+expired), then claims what is due; a database error costs a round, never the dispatcher.
 """
 
 from __future__ import annotations
@@ -70,17 +73,33 @@ class Dispatcher:
         self._wakeup.set()
 
     async def run(self) -> None:
-        requeued = await self.db.run(self.db.store.requeue_interrupted)
-        if requeued:
-            log.warning("re-sending %d deliveries interrupted by the previous stop", requeued)
         while True:
             self._wakeup.clear()
-            for job in await self.db.run(self.db.store.claim_pending):
-                task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.delivery_id}")
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            try:
+                await self.start_round()
+            except Exception:
+                log.exception("dispatch round failed; trying again in %g s", self.poll_interval)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+
+    async def start_round(self) -> list[asyncio.Task[None]]:
+        """Take back interrupted sends, claim what is due, and start one task per delivery."""
+        requeued = await self.db.run(self.db.store.requeue_interrupted)
+        if requeued:
+            log.warning("re-sending %d deliveries whose hub stopped mid-send", requeued)
+        started = []
+        for job in await self.db.run(self.db.store.claim_pending):
+            task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.delivery_id}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            started.append(task)
+        return started
+
+    async def run_once(self) -> int:
+        """One round, awaited to the end (tests, tools); returns how many sends it made."""
+        started = await self.start_round()
+        await asyncio.gather(*started)
+        return len(started)
 
     async def drain(self) -> None:
         """Wait for the sends in flight (used on shutdown)."""
@@ -104,6 +123,13 @@ class Dispatcher:
             scheme,
             "ok" if result.ok else "failed",
         )
-        completed = await self.db.run(self.db.store.finish_delivery, job.delivery_id, result)
+        try:
+            completed = await self.db.run(
+                self.db.store.finish_delivery, job.delivery_id, result, job.attempt
+            )
+        except Exception:
+            # The row stays "sending": once its lease expires it is sent again (at-least-once).
+            log.exception("cannot record the result of delivery %s", job.delivery_id)
+            return
         if completed and job.alarm_pk is not None:
             await self.on_alarm_notified(job.alarm_pk)

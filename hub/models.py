@@ -48,10 +48,24 @@ PUBLIC_ROLES = frozenset({Role.PRESS, Role.PUBLIC})
 
 
 class DeliveryStatus(enum.StrEnum):
+    """pending -> sending -> sent | retrying (-> sending ...) | failed (moved on) | dead.
+
+    ``failed``: this channel gave up and the message went on to the recipient's next channel;
+    ``dead``: no channel left — HQ is alerted (see ``hub.deadletter``).
+    """
+
     PENDING = "pending"
     SENDING = "sending"
+    RETRYING = "retrying"
     SENT = "sent"
     FAILED = "failed"
+    DEAD = "dead"
+
+
+#: Rows the dispatcher may claim (``retrying`` only once ``next_try_at`` has come).
+CLAIMABLE_STATUSES = (DeliveryStatus.PENDING.value, DeliveryStatus.RETRYING.value)
+#: Rows whose message has no final outcome yet.
+OPEN_STATUSES = (*CLAIMABLE_STATUSES, DeliveryStatus.SENDING.value)
 
 
 class Defender(SQLModel, table=True):
@@ -200,10 +214,22 @@ class Delivery(SQLModel, table=True):
     body: str
     short: str
     status: str = Field(default=DeliveryStatus.PENDING.value, index=True)
-    attempts: int = 0
-    detail: str = ""
+    attempts: int = Field(default=0, description="Sends tried on this channel (claims).")
+    detail: str = Field(default="", description="The last attempt's result.")
     created_at: datetime = Field(default_factory=utc_now)
-    finished_at: datetime | None = None
+    finished_at: datetime | None = Field(default=None, description="End of the last attempt.")
+    next_try_at: datetime | None = Field(
+        default=None, index=True, description="A retry is not claimed before this."
+    )
+    deadline_at: datetime | None = Field(
+        default=None,
+        description="Set at the first claim; the message's channels give up after it "
+        "(each channel still gets one attempt).",
+    )
+    claimed_at: datetime | None = Field(
+        default=None, description="When a dispatcher took it; a lease, see requeue_interrupted."
+    )
+    claimed_by: str | None = Field(default=None, max_length=100, description="Hub instance id.")
 
 
 class Timer(SQLModel, table=True):

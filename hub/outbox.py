@@ -91,7 +91,11 @@ def queue(
 
 
 def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Delivery | None:
-    """The same message on the recipient's next channel, if they have one left."""
+    """The same message on the recipient's next channel, if they have one left.
+
+    The new row inherits the message's deadline (``deadline_at``); it is still tried at least
+    once, however late (see ``hub.retry``).
+    """
     kind, target_id = (
         ("contact", failed.contact_id)
         if failed.contact_id is not None
@@ -104,8 +108,9 @@ def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Deliver
     if target is None or index >= len(target.urls):
         return None
     key = f"{failed.key}>fallback{index}"
-    if key_exists(session, key):
-        return None
+    queued = session.exec(select(Delivery).where(Delivery.key == key)).first()
+    if queued is not None:  # already moved on (a repeated result): not "no channel left"
+        return queued
     url = target.urls[index]
     delivery = Delivery(
         key=key,
@@ -126,6 +131,7 @@ def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Deliver
         body=failed.body,
         short=failed.short,
         created_at=now,
+        deadline_at=failed.deadline_at,
     )
     session.add(delivery)
     session.flush()

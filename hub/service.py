@@ -26,6 +26,7 @@ from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
 from hub.mqtt import HubConnection
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+from hub.retry import RetryPolicy
 from hub.store import AlarmOutcome, Store
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ class Hub:
         self.registry = registry
         lifecycle = lifecycle_for(config)
         self.db = AsyncStore.open(config.database.url)
-        self.db.store = Store(self.db.store.engine, lifecycle, self.clock)
+        self.db.store = Store(
+            self.db.store.engine, lifecycle, self.clock, RetryPolicy.from_config(config.delivery)
+        )
         self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
         self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
         self.dispatcher = Dispatcher(

@@ -25,7 +25,11 @@ password = "{password}"
 data_dir = "broker"
 
 [delivery]
-timeout_s = 15
+timeout_s = 15        # cut-off for one send
+max_attempts = 5      # per channel, for transient failures (5xx, timeouts, network)
+backoff_base_s = 2    # waits double from here, with jitter ...
+backoff_cap_s = 300   # ... up to this
+deadline_s = 3600     # undelivered after this: dead letter, HQ alerted
 
 [http]
 # Serves the "I'm on it" links in messages (and later the API). Put it behind an HTTPS reverse

@@ -15,7 +15,12 @@ bounded in time and explained. So each send here:
 - reads the reason for a failure from the ``AppriseResult`` of that very call (Apprise captures
   each service's log records per call through context variables), so concurrent sends never see
   each other's error text — unlike a global ``apprise.LogCapture``;
-- masks, in that text, every part of the URL that Apprise's privacy form hides.
+- masks, in that text, every part of the URL that Apprise's privacy form hides;
+- classifies the failure: Apprise returns only a bool, but its failure lines for HTTP services
+  carry the status (``...Not Found., error=404.``). A failure whose every line names a 4xx
+  status other than 408, 425 and 429 is permanent (the hub moves to the recipient's next
+  channel at once); 5xx, 408/425/429, connection errors and anything unrecognised are
+  transient (the hub retries the same channel with backoff).
 
 Apprise's own log records (INFO names every e-mail recipient, DEBUG dumps payloads with the
 alarm's coordinates) are kept out of the hub's logs: the ``apprise`` logger is pinned to WARNING
@@ -30,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +72,10 @@ DEFAULT_MAX_WORKERS = 64
 MAX_DETAIL_LENGTH = 1000
 SETTINGS_KEYS = frozenset({"timeout", "max_workers", "exclude_schemes"})
 URL_LIST = "https://github.com/caronc/apprise/wiki#notification-services"
+#: The HTTP status in Apprise's failure lines: ``Failed to send ...: Not Found., error=404.``
+HTTP_STATUS = re.compile(r"\berror=(\d{3})\b")
+#: Client errors a later retry can fix: timeout, too early, too many requests.
+RETRYABLE_4XX = frozenset({408, 425, 429})
 
 #: Apprise's plugin registry (a process-wide singleton), untyped upstream.
 _MANAGER: Any = cast(Any, NotificationManager)()
@@ -218,6 +228,24 @@ def choose_text(service: Any, notification: Notification) -> tuple[str, str]:
     return notification.title, notification.body
 
 
+def is_permanent(reasons: Iterable[str]) -> bool:
+    """True if every failure line names an HTTP status a retry cannot fix (4xx but 408/425/429).
+
+    A line without a status (connection error, timeout, an unknown text) keeps the failure
+    transient: retrying is the safe default, a wrong "permanent" would skip the retries.
+    """
+    lines = list(reasons)
+    if not lines:
+        return False
+    for line in lines:
+        statuses = [int(code) for code in HTTP_STATUS.findall(line)]
+        if not statuses:
+            return False
+        if any(not 400 <= code < 500 or code in RETRYABLE_4XX for code in statuses):
+            return False
+    return True
+
+
 def deliver(notification: Notification, timeout: float) -> DeliveryResult:
     """Send one notification through Apprise, blocking; runs in a worker thread."""
     asset = new_asset()
@@ -245,7 +273,7 @@ def deliver(notification: Notification, timeout: float) -> DeliveryResult:
     detail = redact(f"{name}: {reason}", secrets)
     if len(detail) > MAX_DETAIL_LENGTH:
         detail = detail[: MAX_DETAIL_LENGTH - 1] + "…"
-    return DeliveryResult.failure(detail)
+    return DeliveryResult.failure(detail, permanent=is_permanent(reasons))
 
 
 class AppriseNotifier:

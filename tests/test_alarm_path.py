@@ -62,7 +62,7 @@ def _deliveries_done(store: Store, alarm_id: str, device_id: str = "wb-1", expec
     if alarm is None or alarm.id is None:
         return None
     rows = store.deliveries(alarm.id)
-    done = [d for d in rows if d.status in ("sent", "failed")]
+    done = [d for d in rows if d.status in ("sent", "failed", "retrying", "dead")]
     return rows if len(done) == expected else None
 
 
@@ -190,7 +190,7 @@ def test_hanging_channel_is_cut_off_while_others_get_theirs(
         rows = wait_until(lambda: _deliveries_done(store, "hang"), timeout=15)
     by_name = {row.recipient: row for row in rows}
     assert by_name["Sister"].status == "sent"
-    assert by_name["Partner NGO"].status == "failed"
+    assert by_name["Partner NGO"].status == "retrying"  # a timeout is worth another try
     assert "timed out after 1 s" in by_name["Partner NGO"].detail
     assert by_name["Sister"].finished_at < by_name["Partner NGO"].finished_at
     assert len(smtp_server.messages) == 1

@@ -126,7 +126,8 @@ def test_reminders_repeat_until_the_recipient_acknowledges_by_link(scene: Scene)
 
 
 def test_failed_channel_falls_back_to_the_next(scene: Scene) -> None:
-    scene.http.default = (500, b'{"error": "down"}')
+    # 404: a retry cannot fix it, so at once (retries of a 500: tests/test_retries.py)
+    scene.http.default = (404, b'{"error": "no such number"}')
     scene.contact(
         "Brother",
         url=f"json://127.0.0.1:{scene.http.port}/sms",

@@ -43,6 +43,7 @@ def test_health_follows_the_broker_and_the_hub(broker, tmp_path: Path) -> None:
 
         broker.process.start()  # same port, same persistent session: the hub reconnects
         wait_until(lambda: httpx.get(url).status_code == 200, timeout=30)
+        wait_until(config.health.file.exists)  # rewritten at the next timer round
         assert deadman(str(config.health.file), "60") == 0
     finally:
         hub.stop()

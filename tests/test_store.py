@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -107,18 +108,20 @@ def test_alarm_is_notified_once_every_delivery_has_a_result(store: Store, people
     assert len(jobs) == 3 and store.claim_pending() == []
     results = [store.finish_delivery(job.delivery_id, DeliveryResult.success()) for job in jobs[:2]]
     assert results == [False, False]
-    assert store.finish_delivery(jobs[2].delivery_id, DeliveryResult.failure("boom")) is True
+    refused = DeliveryResult.failure("boom", permanent=True)  # no retry, no fallback: dead
+    assert store.finish_delivery(jobs[2].delivery_id, refused) is True
     stored = store.get_alarm(outcome.alarm_pk)
     assert stored is not None and stored.state == "notified"
-    statuses = sorted(d.status for d in store.deliveries(outcome.alarm_pk))
-    assert statuses == ["failed", "sent", "sent"]
+    rows = [d for d in store.deliveries(outcome.alarm_pk) if d.kind != "dead_letter"]
+    assert sorted(d.status for d in rows) == ["dead", "sent", "sent"]
 
 
 def test_deliveries_interrupted_by_a_crash_are_sent_again(store: Store, people) -> None:
     store.record_alarm(people.device_id, _alarm())
     claimed = store.claim_pending()
-    assert store.requeue_interrupted() == len(claimed)
-    again = store.claim_pending()
+    restarted = Store(store.engine)  # the next hub process; the crashed one's lease is over
+    assert restarted.requeue_interrupted(lease=timedelta(0)) == len(claimed)
+    again = restarted.claim_pending()
     assert [j.delivery_id for j in again] == [j.delivery_id for j in claimed]
     assert all(d.attempts == 2 for d in store.deliveries())
 

@@ -124,8 +124,9 @@ class Scene:
         self.settle()
 
     def settle(self) -> None:
-        """Wait until nothing is pending or being sent."""
-        wait_until(lambda: all(d.status in ("sent", "failed") for d in self.store.deliveries()))
+        """Wait until nothing is pending, being sent or waiting for a retry."""
+        final = ("sent", "failed", "dead")
+        wait_until(lambda: all(d.status in final for d in self.store.deliveries()))
 
     # -- looking ------------------------------------------------------------------------------
 

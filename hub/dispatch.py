@@ -16,9 +16,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from hub.database import AsyncStore
+from hub.deliveries import DeliveryJob
 from hub.plugin_api import DeliveryResult, InvalidChannelURL, Notification, Notifier, url_scheme
 from hub.plugin_manager import NotifierRegistry
-from hub.store import DeliveryJob
 
 log = logging.getLogger(__name__)
 

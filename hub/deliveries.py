@@ -1,0 +1,319 @@
+"""The outbox side of the store: claiming deliveries, recording results, retries and leases.
+
+Several hubs may share a PostgreSQL database: rows are claimed with ``FOR UPDATE SKIP LOCKED``
+under a lease (``claimed_at``/``claimed_by``), so no delivery is sent twice at the same time and a
+crashed hub's sends come back after the lease. SQLite has one writer: one hub per database file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, or_, select
+
+from devicekit import protocol
+from devicekit.protocol import AckStage
+from hub.clock import Clock
+from hub.deadletter import DEAD_LETTER_KIND, dead_letter
+from hub.lifecycle import device_ack
+from hub.models import (
+    CLAIMABLE_STATUSES,
+    OPEN_STATUSES,
+    Alarm,
+    AlarmEvent,
+    AlarmState,
+    Delivery,
+    DeliveryStatus,
+)
+from hub.outbox import queue_fallback
+from hub.plugin_api import DeliveryResult, Notification
+from hub.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DeliveryJob:
+    delivery_id: int
+    alarm_pk: int | None
+    notification: Notification
+    #: The row's ``attempts`` when claimed: identifies this claim in ``finish_delivery``.
+    attempt: int | None = None
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    """A stored time as aware UTC (SQLite, and PostgreSQL's ``timestamp``, give naive ones)."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def new_instance_id() -> str:
+    """This hub process, as written into ``Delivery.claimed_by``."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class DeliveryStore:
+    """Mixed into :class:`hub.store.Store`, which sets these attributes."""
+
+    engine: Engine
+    clock: Clock
+    retry: RetryPolicy
+    instance_id: str
+    _in_flight: set[int]
+
+    # -- dispatch -----------------------------------------------------------------------------
+    #
+    # A delivery's states (hub.models.DeliveryStatus):
+    #   pending/retrying --claim--> sending --ok--> sent
+    #   sending --transient failure, attempts and deadline left--> retrying (next_try_at)
+    #   sending --permanent, or attempts/deadline used up--> failed (+ next channel) | dead
+    #   sending --claim older than the lease (its hub stopped)--> pending | failed | dead
+    # PostgreSQL: claims lock with FOR UPDATE SKIP LOCKED, so several hubs never take one row.
+    # SQLite has one writer: run one hub per SQLite file.
+
+    def requeue_interrupted(self, lease: timedelta | None = None) -> int:
+        """Send again what a stopped hub left ``sending`` (at-least-once); returns how many.
+
+        Only rows claimed longer than ``lease`` (default: the policy's, twice the send timeout)
+        ago: a live hub cuts every send off after the timeout, so its rows are younger and are
+        left alone (hubs' clocks must agree to well within the lease: NTP). This hub's own sends
+        in flight are never taken back. An interrupted attempt counts: a channel with no
+        attempts left moves on to the next channel, or is dead-lettered. Called at start-up and
+        before every claim round.
+        """
+        now = self.clock.now()
+        cutoff = now - (self.retry.lease if lease is None else lease)
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Delivery)
+                .where(
+                    Delivery.status == DeliveryStatus.SENDING.value,
+                    or_(col(Delivery.claimed_at).is_(None), col(Delivery.claimed_at) <= cutoff),
+                )
+                .order_by(col(Delivery.id))
+                .with_for_update(skip_locked=True)
+            ).all()
+            rows = [row for row in rows if not self._sending_here(row)]
+            alarms = set()
+            for row in rows:
+                since = _aware(row.claimed_at)
+                row.detail = (
+                    f"interrupted: hub {row.claimed_by or '?'} stopped while sending"
+                    + (f" (claimed {since.isoformat(timespec='seconds')})" if since else "")
+                )[:1000]
+                row.finished_at = now
+                self._after_failure(session, row, False, now, resend_now=True)
+                if row.alarm_pk is not None:
+                    alarms.add(row.alarm_pk)
+            session.flush()
+            for alarm_pk in sorted(alarms):
+                self._complete_if_all_done(session, alarm_pk, now)
+            session.commit()
+            return len(rows)
+
+    def claim_pending(self, limit: int = 100) -> list[DeliveryJob]:
+        """Mark up to ``limit`` deliveries that are due as sending (by this hub) and return them.
+
+        Due: ``pending``, or ``retrying`` whose ``next_try_at`` has come. The first claim of a
+        message starts its deadline.
+        """
+        now = self.clock.now()
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(Delivery)
+                .where(
+                    col(Delivery.status).in_(CLAIMABLE_STATUSES),
+                    or_(col(Delivery.next_try_at).is_(None), col(Delivery.next_try_at) <= now),
+                )
+                .order_by(col(Delivery.id))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            jobs = []
+            for row in rows:
+                row.status = DeliveryStatus.SENDING.value
+                row.attempts += 1
+                row.claimed_at = now
+                row.claimed_by = self.instance_id
+                row.next_try_at = None
+                if row.deadline_at is None:
+                    row.deadline_at = self.retry.deadline_from(now)
+                session.add(row)
+                assert row.id is not None
+                notification = _notification(row, self._is_test(session, row))
+                jobs.append(DeliveryJob(row.id, row.alarm_pk, notification, row.attempts))
+            session.commit()
+            self._in_flight.update(job.delivery_id for job in jobs)
+            return jobs
+
+    def finish_delivery(
+        self, delivery_id: int, result: DeliveryResult, attempt: int | None = None
+    ) -> bool:
+        """Record one attempt's result: sent, a retry later, the next channel, or dead letter.
+
+        ``attempt`` (from the job) makes sure the row is still this hub's claim; a result that
+        comes after the lease expired is recorded as an event and changes nothing else (unless
+        it is a success for a row waiting to be sent again: then that row is sent).
+        Returns True when this completed the alarm's first round (the device is told "notified").
+        """
+        now = self.clock.now()
+        self._in_flight.discard(delivery_id)  # not recorded (database down): the lease applies
+        with Session(self.engine) as session:
+            row = session.exec(
+                select(Delivery).where(Delivery.id == delivery_id).with_for_update()
+            ).one()
+            if not self._holds_claim(row, attempt):
+                completed = self._late_result(session, row, result, attempt, now)
+                session.commit()
+                return completed
+            row.detail = result.detail[:1000]
+            row.finished_at = now
+            row.claimed_at = None
+            if result.ok:
+                row.status = DeliveryStatus.SENT.value
+                text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
+                _delivery_event(session, row, "delivered", text, now)
+            else:
+                self._after_failure(session, row, result.permanent, now)
+            session.add(row)
+            completed = False
+            if row.alarm_pk is not None:
+                session.flush()
+                completed = self._complete_if_all_done(session, row.alarm_pk, now)
+            session.commit()
+            return completed
+
+    def _sending_here(self, row: Delivery) -> bool:
+        return row.claimed_by == self.instance_id and row.id in self._in_flight
+
+    def _holds_claim(self, row: Delivery, attempt: int | None) -> bool:
+        if row.status != DeliveryStatus.SENDING.value:
+            return False
+        return attempt is None or (row.attempts == attempt and row.claimed_by == self.instance_id)
+
+    def _late_result(
+        self,
+        session: Session,
+        row: Delivery,
+        result: DeliveryResult,
+        attempt: int | None,
+        now: datetime,
+    ) -> bool:
+        """A result for a claim this hub no longer holds: recorded, and used only if it helps."""
+        text = (
+            f"{row.recipient} via {row.channel_masked}: {result.detail[:500]} "
+            f"(late result of attempt {attempt}; the row is {row.status} now)"
+        )
+        log.warning("late result for delivery %s, now %s", row.id, row.status)
+        if result.ok and row.status in CLAIMABLE_STATUSES:
+            row.status = DeliveryStatus.SENT.value
+            row.detail = result.detail[:1000]
+            row.finished_at = now
+            row.next_try_at = None
+            session.add(row)
+        _delivery_event(session, row, "delivered" if result.ok else "delivery_failed", text, now)
+        if row.alarm_pk is None:
+            return False
+        session.flush()
+        return self._complete_if_all_done(session, row.alarm_pk, now)
+
+    def _after_failure(
+        self,
+        session: Session,
+        row: Delivery,
+        permanent: bool,
+        now: datetime,
+        resend_now: bool = False,
+    ) -> None:
+        """Retry the channel later (or now: ``resend_now``), go to the next one, or dead letter."""
+        if resend_now:
+            decision = self.retry.after_interruption(row.attempts, now)
+        else:
+            deadline = _aware(row.deadline_at) or self.retry.deadline_from(
+                _aware(row.created_at) or now
+            )
+            decision = self.retry.after_failure(row.attempts, permanent, now, deadline)
+        text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
+        row.claimed_at = None
+        if decision.retry_at is not None:
+            row.status = (DeliveryStatus.PENDING if resend_now else DeliveryStatus.RETRYING).value
+            row.next_try_at = None if resend_now else decision.retry_at
+            wait = (
+                "at once" if resend_now else f"in {(decision.retry_at - now).total_seconds():.0f} s"
+            )
+            text += f"; attempt {row.attempts + 1} of {self.retry.max_attempts} {wait}"
+            session.add(row)
+            _delivery_event(session, row, "delivery_failed", text, now)
+            return
+        row.next_try_at = None
+        fallback = queue_fallback(session, row, now)
+        if fallback is not None:
+            row.status = DeliveryStatus.FAILED.value
+            text += f"; {decision.reason}; trying {fallback.channel_masked}"
+            session.add(row)
+            _delivery_event(session, row, "delivery_failed", text, now)
+            return
+        row.status = DeliveryStatus.DEAD.value
+        session.add(row)
+        _delivery_event(session, row, "delivery_failed", f"{text}; {decision.reason}", now)
+        dead_letter(session, row, decision.reason, now)
+
+    @staticmethod
+    def _complete_if_all_done(session: Session, alarm_pk: int, now: datetime) -> bool:
+        """The first round is complete when every message to a recipient has its outcome
+        (an HQ alert about a dead letter does not hold the device's "notified" back)."""
+        alarm = session.get(Alarm, alarm_pk)
+        if alarm is None or alarm.state != AlarmState.RECEIVED.value:
+            return False
+        open_rows = session.exec(
+            select(Delivery.id).where(
+                Delivery.alarm_pk == alarm_pk,
+                col(Delivery.status).in_(OPEN_STATUSES),
+                Delivery.kind != DEAD_LETTER_KIND,
+            )
+        ).first()
+        if open_rows is not None:
+            return False
+        alarm.state = AlarmState.NOTIFIED.value
+        session.add(alarm)
+        session.add(
+            AlarmEvent(alarm_pk=alarm_pk, at=now, kind="notified", detail="first round complete")
+        )
+        if not alarm.duress:
+            device_ack(session, alarm, AckStage.NOTIFIED, now)
+        return True
+
+    @staticmethod
+    def _is_test(session: Session, row: Delivery) -> bool:
+        if row.alarm_pk is None:
+            return False
+        alarm = session.get(Alarm, row.alarm_pk)
+        return alarm is not None and alarm.kind == protocol.AlarmKind.TEST.value
+
+
+def _delivery_event(session: Session, row: Delivery, kind: str, text: str, now: datetime) -> None:
+    if row.alarm_pk is not None:
+        session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=text[:2000]))
+
+
+def _notification(row: Delivery, is_test: bool) -> Notification:
+    assert row.id is not None
+    ref = f"A{row.alarm_pk}" if row.alarm_pk is not None else f"R{row.rejected_pk}"
+    return Notification(
+        delivery_id=row.id,
+        url=row.channel_url,
+        recipient=row.recipient,
+        language=row.language,
+        title=row.title,
+        body=row.body,
+        short=row.short,
+        alarm_ref=ref,
+        is_test=is_test,
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, or_, select, update
 
 from devicekit import protocol
 from devicekit.protocol import AckStage
@@ -31,7 +31,7 @@ from hub.models import (
     Delivery,
     DeliveryStatus,
 )
-from hub.outbox import queue_fallback
+from hub.outbox import has_next_channel, queue_fallback
 from hub.plugin_api import DeliveryResult, Notification
 from hub.retry import RetryPolicy
 
@@ -180,6 +180,17 @@ class DeliveryStore:
                 row.status = DeliveryStatus.SENT.value
                 text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
                 _delivery_event(session, row, "delivered", text, now)
+                # The channel works again: what waits for a retry on it goes now, not after
+                # its backoff (after a long outage that could be minutes).
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        col(Delivery.status) == DeliveryStatus.RETRYING.value,
+                        col(Delivery.channel_url) == row.channel_url,
+                        col(Delivery.next_try_at) > now,
+                    )
+                    .values(next_try_at=now)
+                )
             else:
                 self._after_failure(session, row, result.permanent, now)
             session.add(row)
@@ -239,7 +250,13 @@ class DeliveryStore:
             deadline = _aware(row.deadline_at) or self.retry.deadline_from(
                 _aware(row.created_at) or now
             )
-            decision = self.retry.after_failure(row.attempts, permanent, now, deadline)
+            decision = self.retry.after_failure(
+                row.attempts,
+                permanent,
+                now,
+                deadline,
+                last_channel=not has_next_channel(session, row),
+            )
         text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
         row.claimed_at = None
         if decision.retry_at is not None:

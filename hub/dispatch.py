@@ -22,6 +22,10 @@ from hub.plugin_manager import NotifierRegistry
 
 log = logging.getLogger(__name__)
 
+#: Deliveries claimed per round, and the most sends in flight before claiming more.
+CLAIM_BATCH = 100
+MAX_IN_FLIGHT = 4 * CLAIM_BATCH
+
 
 async def send_with_timeout(
     notifier: Notifier,
@@ -76,9 +80,15 @@ class Dispatcher:
         while True:
             self._wakeup.clear()
             try:
-                await self.start_round()
+                started = await self.start_round()
             except Exception:
                 log.exception("dispatch round failed; trying again in %g s", self.poll_interval)
+            else:
+                # A full batch means more is due: claim again now, as long as the sends in
+                # flight stay bounded (queued behind busy workers they would eat their timeout).
+                if len(started) >= CLAIM_BATCH and len(self._tasks) < MAX_IN_FLIGHT:
+                    await asyncio.sleep(0)
+                    continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
 
@@ -88,7 +98,7 @@ class Dispatcher:
         if requeued:
             log.warning("re-sending %d deliveries whose hub stopped mid-send", requeued)
         started = []
-        for job in await self.db.run(self.db.store.claim_pending):
+        for job in await self.db.run(self.db.store.claim_pending, CLAIM_BATCH):
             task = asyncio.create_task(self._deliver(job), name=f"delivery-{job.delivery_id}")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

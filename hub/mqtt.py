@@ -90,9 +90,16 @@ class HubConnection:
             log.warning("reconnecting so that the broker re-sends what the hub could not store")
             await self.client.reconnect()
 
-    def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> None:
+    def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> bool:
+        """Queue the ack at QoS 1; False when the broker's Receive Maximum is reached (gmqtt
+        raises then): the caller retries later, and the device's re-send gets a new ack."""
         ack = protocol.HubAck(alarm_id=alarm_id, stage=stage, ts=protocol.utcnow())
-        self.client.publish(topic(device_id, "ack"), ack.to_payload(), qos=1)
+        try:
+            self.client.publish(topic(device_id, "ack"), ack.to_payload(), qos=1)
+        except OverflowError:
+            log.warning("ack for device %s deferred: too many acks in flight", device_id)
+            return False
+        return True
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         log.info(

@@ -90,12 +90,7 @@ def queue(
     return delivery
 
 
-def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Delivery | None:
-    """The same message on the recipient's next channel, if they have one left.
-
-    The new row inherits the message's deadline (``deadline_at``); it is still tried at least
-    once, however late (see ``hub.retry``).
-    """
+def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:
     kind, target_id = (
         ("contact", failed.contact_id)
         if failed.contact_id is not None
@@ -107,6 +102,24 @@ def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Deliver
     index = failed.channel_index + 1
     if target is None or index >= len(target.urls):
         return None
+    return target, index
+
+
+def has_next_channel(session: Session, failed: Delivery) -> bool:
+    """Whether the recipient of ``failed`` has a channel after the one it was sent on."""
+    return _next_channel(session, failed) is not None
+
+
+def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Delivery | None:
+    """The same message on the recipient's next channel, if they have one left.
+
+    The new row inherits the message's deadline (``deadline_at``); it is still tried at least
+    once, however late (see ``hub.retry``).
+    """
+    found = _next_channel(session, failed)
+    if found is None:
+        return None
+    target, index = found
     key = f"{failed.key}>fallback{index}"
     queued = session.exec(select(Delivery).where(Delivery.key == key)).first()
     if queued is not None:  # already moved on (a repeated result): not "no channel left"

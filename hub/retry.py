@@ -1,5 +1,6 @@
 """When a failed send is tried again: exponential backoff with equal jitter, per channel, until
-``max_attempts`` or the message's deadline; then the recipient's next channel, then dead letter.
+``max_attempts`` (then the recipient's next channel) or the message's deadline; the last channel
+is retried until the deadline; then dead letter.
 
 Backoff after the n-th failed attempt on a channel::
 
@@ -66,12 +67,22 @@ class RetryPolicy:
         return ceiling / 2 + _random.uniform(0, ceiling / 2)
 
     def after_failure(
-        self, attempts: int, permanent: bool, now: datetime, deadline: datetime
+        self,
+        attempts: int,
+        permanent: bool,
+        now: datetime,
+        deadline: datetime,
+        last_channel: bool = False,
     ) -> Decision:
-        """Retry this channel (when), or give it up (why), after its ``attempts``-th failure."""
+        """Retry this channel (when), or give it up (why), after its ``attempts``-th failure.
+
+        ``max_attempts`` only decides when to move on to the next channel: the recipient's last
+        channel is retried until the deadline (an outage of the only SMS gateway must not
+        dead-letter every alarm after a few minutes).
+        """
         if permanent:
             return Decision(None, "a retry cannot fix this failure")
-        if attempts >= self.max_attempts:
+        if attempts >= self.max_attempts and not last_channel:
             return Decision(None, f"gave up after {attempts} attempts")
         if now >= deadline:
             return Decision(None, f"gave up: the {self.deadline_s:g} s deadline passed")

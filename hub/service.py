@@ -10,7 +10,7 @@ import os
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,7 +21,7 @@ from hub.config import HubConfig
 from hub.database import AsyncStore
 from hub.dispatch import Dispatcher
 from hub.health import Health, write_alive_file
-from hub.ingest import Ingest, Rejection
+from hub.ingest import Ingest, Rejection, StorageUnavailable
 from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
 from hub.mqtt import HubConnection
@@ -82,6 +82,7 @@ class Hub:
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
+        self._quiet_storage_failures()
         tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._timer_loop(), name="timers"),
@@ -120,6 +121,24 @@ class Hub:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @staticmethod
+    def _quiet_storage_failures() -> None:
+        """gmqtt reports a handler's exception through the loop's exception handler, with a
+        traceback per message. A failed store is already logged once, without payload, by
+        ``hub.ingest``: the rest of the report is noise during a database outage."""
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if isinstance(context.get("exception"), StorageUnavailable):
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
 
     def wake(self) -> None:
         """Run timers, supervision and the device-ack outbox now (e.g. after an HQ action)."""
@@ -193,9 +212,12 @@ class Hub:
         if not self.connection.connected.is_set():
             return
         pending = await self.db.run(self.actions.pending_device_acks)
-        for ack in pending:
-            self.connection.publish_ack(ack.device_id, ack.alarm_id, AckStage(ack.stage))
-        await self.db.run(self.actions.mark_device_acks_sent, [ack.id for ack in pending])
+        published = [
+            ack.id
+            for ack in pending
+            if self.connection.publish_ack(ack.device_id, ack.alarm_id, AckStage(ack.stage))
+        ]
+        await self.db.run(self.actions.mark_device_acks_sent, published)
 
     async def _alarm_stored(self, outcome: AlarmOutcome) -> None:
         self.connection.publish_ack(outcome.device_id, outcome.alarm_id, outcome.ack_stage)

@@ -98,7 +98,7 @@ def main() -> int:
             for device_id, client in clients:
                 alarm_id = f"{device_id}-{seq}"
                 alarm = Alarm(
-                    alarm_id=alarm_id, kind=AlarmKind.TEST, ts=utcnow(), seq=seq, position=position
+                    alarm_id=alarm_id, kind=AlarmKind.PANIC, ts=utcnow(), seq=seq, position=position
                 )
                 with lock:
                     sent[alarm_id] = time.time()

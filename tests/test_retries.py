@@ -213,6 +213,25 @@ def test_a_transient_failure_past_max_attempts_goes_to_the_fallback(
         world.db.close()
 
 
+def test_the_last_channel_is_retried_past_max_attempts_until_it_recovers(
+    database_url: str, tmp_path: Path, http_receiver: HTTPReceiver, smtp_server: SMTPReceiver
+) -> None:
+    policy = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_cap_s=300, lease_s=10)
+    world = _world(database_url, tmp_path, http_receiver, smtp_server, policy)
+    try:
+        world.http.responses = [(503, b"{}")] * 6  # a long outage of the only channel
+        world.contact("Partner", world.webhook())
+        world.alarm()
+
+        _retry_until_settled(world, "Partner")
+
+        [row] = world.rows("Partner")
+        assert (row.status, row.attempts) == ("sent", 7)  # not dead after 3 attempts
+        assert len(world.http.requests) == 7
+    finally:
+        world.db.close()
+
+
 def test_no_channel_left_is_a_dead_letter_reported_to_hq(world: World) -> None:
     world.http.default = (404, b"{}")
     world.contact("Partner", world.webhook())

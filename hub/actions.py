@@ -17,7 +17,7 @@ from hub import supervision
 from hub.clock import Clock, SystemClock
 from hub.codes import token_hash
 from hub.lifecycle import Lifecycle, LifecycleError
-from hub.models import Alarm, AlarmState, Defender, Delivery, DeviceAck, Timer
+from hub.models import CLOSED_STATES, Alarm, AlarmState, Defender, Delivery, DeviceAck, Timer
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,12 @@ class AlarmActions:
                 return None
             return delivery.recipient, f"A{delivery.alarm_pk}"
 
-    def acknowledge_token(self, token: str) -> str | None:
-        """Acknowledge as the recipient the link was sent to; the alarm's ref, or None."""
+    def acknowledge_token(self, token: str) -> tuple[str, str] | None:
+        """Acknowledge as the recipient the link was sent to.
+
+        Returns (alarm reference, alarm state), or None for an unknown link. A closed alarm is
+        not acknowledged any more: its state says why.
+        """
         with Session(self.engine) as session:
             delivery = self._delivery_for(session, token)
             if delivery is None or delivery.alarm_pk is None:
@@ -99,7 +103,8 @@ class AlarmActions:
             assert alarm is not None
             defender = session.get(Defender, alarm.defender_id)
             assert defender is not None
-            if delivery.acknowledged_at is None:
+            closed = AlarmState(alarm.state) in CLOSED_STATES
+            if delivery.acknowledged_at is None and not closed:
                 self.lifecycle.acknowledge(
                     session,
                     alarm,
@@ -109,7 +114,7 @@ class AlarmActions:
                     delivery=delivery,
                 )
                 session.commit()
-            return f"A{alarm.id}"
+            return f"A{alarm.id}", alarm.state
 
     @staticmethod
     def _delivery_for(session: Session, token: str) -> Delivery | None:

@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from hub.actions import AlarmActions
 from hub.database import AsyncStore
 from hub.health import Health
+from hub.models import CLOSED_STATES
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
@@ -56,11 +57,17 @@ def create_app(
 
     @app.post("/ack/{token}", response_class=HTMLResponse)
     async def acknowledge(token: str) -> HTMLResponse:
-        ref = await db.run(actions.acknowledge_token, token)
-        if ref is None:
+        found = await db.run(actions.acknowledge_token, token)
+        if found is None:
             return UNKNOWN
+        ref, state = (html.escape(part) for part in found)
+        if state in CLOSED_STATES:
+            return _page(
+                f"<p>Alarm <b>{ref}</b> is already closed ({state.replace('_', ' ')}). "
+                "Thank you.</p>"
+            )
         on_change()
-        return _page(f"<p>Thank you. HQ knows you are on it (alarm <b>{html.escape(ref)}</b>).</p>")
+        return _page(f"<p>Thank you. HQ knows you are on it (alarm <b>{ref}</b>).</p>")
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -373,3 +373,15 @@ def test_broker_last_will_reports_the_wristband_offline(scene: Scene, tmp_path) 
     [report] = [d for d in scene.store.deliveries() if d.kind == "device_offline"]
     assert report.recipient == "HQ" and "wb-1" in report.body
     wristband.stop()
+
+
+def test_link_of_a_closed_alarm_says_so_and_acknowledges_nothing(scene: Scene) -> None:
+    scene.start()
+    alarm = scene.alarm()
+    scene.settle()
+    link = ack_link(scene, "sister@example.org")
+    scene.actions.resolve(f"A{alarm.id}", "duty officer")
+    answer = httpx.post(link)
+    assert answer.status_code == 200 and "already closed (resolved)" in answer.text
+    assert scene.fresh(alarm).acknowledged_at is None
+    assert httpx.post(link.replace("/ack/", "/ack/x")).status_code == 404

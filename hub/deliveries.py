@@ -285,8 +285,13 @@ class DeliveryStore:
     @staticmethod
     def _complete_if_all_done(session: Session, alarm_pk: int, now: datetime) -> bool:
         """The first round is complete when every message to a recipient has its outcome
-        (an HQ alert about a dead letter does not hold the device's "notified" back)."""
-        alarm = session.get(Alarm, alarm_pk)
+        (an HQ alert about a dead letter does not hold the device's "notified" back).
+
+        The alarm row is locked first: two hubs finishing an alarm's last two deliveries at the
+        same moment would otherwise each still see the other's as open, and neither would mark
+        the alarm notified. After the lock, the next statement sees what the other committed.
+        """
+        alarm = session.exec(select(Alarm).where(Alarm.id == alarm_pk).with_for_update()).first()
         if alarm is None or alarm.state != AlarmState.RECEIVED.value:
             return False
         open_rows = session.exec(

@@ -216,7 +216,9 @@ def test_a_transient_failure_past_max_attempts_goes_to_the_fallback(
 def test_the_last_channel_is_retried_past_max_attempts_until_it_recovers(
     database_url: str, tmp_path: Path, http_receiver: HTTPReceiver, smtp_server: SMTPReceiver
 ) -> None:
-    policy = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_cap_s=300, lease_s=10)
+    # The lease is longer than any backoff here: the fake clock's jumps must not make this
+    # hub's own finished claims look expired (a real clock moves less than a send timeout).
+    policy = RetryPolicy(max_attempts=3, backoff_base_s=2, backoff_cap_s=300, lease_s=600)
     world = _world(database_url, tmp_path, http_receiver, smtp_server, policy)
     try:
         world.http.responses = [(503, b"{}")] * 6  # a long outage of the only channel

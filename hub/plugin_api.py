@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import pluggy
@@ -105,6 +105,28 @@ class BaseNotifier(ABC):
 
     @abstractmethod
     async def send(self, notification: Notification) -> DeliveryResult: ...
+
+
+def settings_table(
+    settings: Mapping[str, Any], plugin: str, known: Collection[str]
+) -> Mapping[str, Any]:
+    """The ``[plugins.<plugin>]`` table; a key it does not know is a configuration error."""
+    table: Mapping[str, Any] = settings.get(plugin, {})
+    unknown = set(table) - set(known)
+    if unknown:
+        raise PluginError(
+            f"unknown [plugins.{plugin}] setting(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return table
+
+
+def seconds_setting(table: Mapping[str, Any], plugin: str, key: str, default: float) -> float:
+    """A positive number of seconds from a plugin's settings table (booleans are refused)."""
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise PluginError(f"[plugins.{plugin}] {key} must be a number of seconds above 0")
+    return float(value)
 
 
 def url_scheme(url: str) -> str:

@@ -53,6 +53,8 @@ from hub.plugin_api import (
     Notifier,
     PluginError,
     hookimpl,
+    seconds_setting,
+    settings_table,
     url_scheme,
 )
 from plugins.console import CONSOLE_SCHEMES
@@ -91,23 +93,15 @@ class AppriseSettings:
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> AppriseSettings:
-        table = settings.get("apprise", {})
-        unknown = set(table) - SETTINGS_KEYS
-        if unknown:
-            raise PluginError(
-                f"unknown [plugins.apprise] setting(s) {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(SETTINGS_KEYS))}"
-            )
-        timeout = table.get("timeout", DEFAULT_TIMEOUT)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise PluginError("[plugins.apprise] timeout must be a number of seconds above 0")
+        table = settings_table(settings, "apprise", SETTINGS_KEYS)
+        timeout = seconds_setting(table, "apprise", "timeout", DEFAULT_TIMEOUT)
         workers = table.get("max_workers", DEFAULT_MAX_WORKERS)
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise PluginError("[plugins.apprise] max_workers must be a whole number above 0")
         excluded = table.get("exclude_schemes", [])
         if isinstance(excluded, str) or not all(isinstance(s, str) for s in excluded):
             raise PluginError('[plugins.apprise] exclude_schemes must be a list like ["signal"]')
-        return cls(float(timeout), workers, frozenset(s.lower() for s in excluded))
+        return cls(timeout, workers, frozenset(s.lower() for s in excluded))
 
 
 def apprise_schemes(exclude: Collection[str] = ()) -> frozenset[str]:

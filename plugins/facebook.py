@@ -28,6 +28,8 @@ from hub.plugin_api import (
     Notifier,
     PluginError,
     hookimpl,
+    seconds_setting,
+    settings_table,
 )
 from plugins.redaction import redact
 
@@ -96,20 +98,12 @@ class FacebookNotifier(BaseNotifier):
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> FacebookNotifier:
         """Build from the ``[plugins.facebook]`` table; unknown keys are a configuration error."""
-        table = settings.get("facebook", {})
-        unknown = set(table) - SETTINGS_KEYS
-        if unknown:
-            raise PluginError(
-                f"unknown [plugins.facebook] setting(s) {', '.join(sorted(unknown))}; "
-                f"known: {', '.join(sorted(SETTINGS_KEYS))}"
-            )
-        timeout = table.get("timeout", DEFAULT_TIMEOUT)
-        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-            raise PluginError("[plugins.facebook] timeout must be a number of seconds above 0")
+        table = settings_table(settings, "facebook", SETTINGS_KEYS)
+        timeout = seconds_setting(table, "facebook", "timeout", DEFAULT_TIMEOUT)
         graph_url = table.get("graph_url", DEFAULT_GRAPH_URL)
         if not isinstance(graph_url, str) or not graph_url.startswith(("https://", "http://")):
             raise PluginError("[plugins.facebook] graph_url must be an http(s):// URL")
-        return cls(graph_url=graph_url, timeout=float(timeout))
+        return cls(graph_url=graph_url, timeout=timeout)
 
     def validate(self, url: str) -> None:
         super().validate(url)

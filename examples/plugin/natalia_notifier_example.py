@@ -37,6 +37,7 @@ from hub.plugin_api import (
     Notifier,
     PluginError,
     hookimpl,
+    seconds_setting,
 )
 
 SCHEMES = ("example",)
@@ -142,7 +143,5 @@ def natalia_notifiers(settings: Mapping[str, Any]) -> Iterable[Notifier]:
             f"[plugins.{SETTINGS_TABLE}] endpoint is not set: add "
             f'endpoint = "https://..." to the hub config, or uninstall natalia-notifier-example'
         )
-    timeout = table.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-        raise PluginError(f"[plugins.{SETTINGS_TABLE}] timeout must be a number of seconds above 0")
-    return [ExampleNotifier(endpoint, timeout=float(timeout))]
+    timeout = seconds_setting(table, SETTINGS_TABLE, "timeout", DEFAULT_TIMEOUT)
+    return [ExampleNotifier(endpoint, timeout=timeout)]

@@ -31,7 +31,13 @@ from hub.models import (
     Timer,
 )
 from hub.outbox import facts_for, queue
-from hub.recipients import Target, contacts_with_roles, target_of, targets_for_roles
+from hub.recipients import (
+    Target,
+    contacts_with_roles,
+    delivery_target_key,
+    target_by_key,
+    targets_for_roles,
+)
 
 FIRST_MESSAGE_KINDS = ("alarm", "alarm_nearby", "public", "test")
 
@@ -216,10 +222,10 @@ class Lifecycle:
         acknowledged = self._acknowledged_targets(session, alarm)
         sent = 0
         for delivery in self._first_deliveries(session, alarm, stage):
-            key = _target_key(delivery)
+            key = delivery_target_key(delivery)
             if key in acknowledged:
                 continue
-            target = target_of(session, *key.split(":")) if key else None  # type: ignore[arg-type]
+            target = target_by_key(session, key)
             if target is None:
                 continue
             facts = facts_for(
@@ -262,9 +268,9 @@ class Lifecycle:
         if AlarmState(alarm.state) in CLOSED_STATES:
             raise LifecycleError(f"alarm A{alarm.id} is already {alarm.state}")
         if delivery is not None:
-            key = _target_key(delivery)
+            key = delivery_target_key(delivery)
             for row in session.exec(select(Delivery).where(Delivery.alarm_pk == alarm.id)):
-                if _target_key(row) == key and row.acknowledged_at is None:
+                if delivery_target_key(row) == key and row.acknowledged_at is None:
                     row.acknowledged_at = now
                     session.add(row)
         event(session, alarm, "acknowledged", f"{actor} is on it", actor=actor, at=now)
@@ -277,7 +283,7 @@ class Lifecycle:
             device_ack(session, alarm, AckStage.RESPONDER_COMING, now)
         facts = facts_for(alarm, defender, at=now, actor=actor)
         for target in contacts_with_roles(session, None, (Role.HQ,)):
-            if delivery is None or target.key != _target_key(delivery):
+            if delivery is None or target.key != delivery_target_key(delivery):
                 queue(
                     session,
                     f"A{alarm.id}:acknowledged:{actor}:{target.key}",
@@ -356,7 +362,7 @@ class Lifecycle:
         stage = AckStage.CANCELLED if state is AlarmState.CANCELLED else AckStage.RESOLVED
         device_ack(session, alarm, stage, now)
         for key in sorted(self._told_targets(session, alarm)):
-            target = target_of(session, *key.split(":"))  # type: ignore[arg-type]
+            target = target_by_key(session, key)
             if target is None:
                 continue
             # Closing texts may be published: a public channel never names a staff member.
@@ -454,7 +460,7 @@ class Lifecycle:
         )
         sent = 0
         for key in sorted(self._acknowledged_targets(session, alarm)):
-            target = target_of(session, *key.split(":"))  # type: ignore[arg-type]
+            target = target_by_key(session, key)
             if target is not None:
                 sent += (
                     queue(
@@ -498,7 +504,7 @@ class Lifecycle:
                 Delivery.alarm_pk == alarm.id, col(Delivery.acknowledged_at).is_not(None)
             )
         )
-        return {_target_key(row) for row in rows}
+        return {delivery_target_key(row) for row in rows}
 
     @staticmethod
     def _told_targets(session: Session, alarm: Alarm) -> set[str]:
@@ -507,13 +513,7 @@ class Lifecycle:
                 Delivery.alarm_pk == alarm.id, col(Delivery.kind).in_(FIRST_MESSAGE_KINDS)
             )
         )
-        return {_target_key(row) for row in rows}
-
-
-def _target_key(delivery: Delivery) -> str:
-    if delivery.contact_id is not None:
-        return f"contact:{delivery.contact_id}"
-    return f"responder:{delivery.responder_id}"
+        return {delivery_target_key(row) for row in rows}
 
 
 def _pk(alarm: Alarm) -> int:

@@ -15,7 +15,7 @@ from hub.codes import new_token
 from hub.messages import MessageFacts, render
 from hub.models import Alarm, Defender, Delivery
 from hub.plugin_api import mask_url
-from hub.recipients import Target, target_of
+from hub.recipients import Target, delivery_target_key, target_by_key
 
 
 def facts_for(alarm: Alarm, defender: Defender, **extra: object) -> MessageFacts:
@@ -91,14 +91,7 @@ def queue(
 
 
 def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:
-    kind, target_id = (
-        ("contact", failed.contact_id)
-        if failed.contact_id is not None
-        else ("responder", failed.responder_id)
-    )
-    if target_id is None:
-        return None
-    target = target_of(session, kind, target_id)
+    target = target_by_key(session, delivery_target_key(failed))
     index = failed.channel_index + 1
     if target is None or index >= len(target.urls):
         return None

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, or_, select
 
-from hub.models import Alarm, Contact, Defender, Responder, Role
+from hub.models import Alarm, Contact, Defender, Delivery, Responder, Role
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,19 @@ def targets_for_roles(
     if Role.NEARBY in roles:
         targets += nearby_responders(session, alarm, now, responder_max_age)
     return targets
+
+
+def delivery_target_key(delivery: Delivery) -> str:
+    """The :attr:`Target.key` of the recipient a delivery went to (``contact:3``)."""
+    if delivery.contact_id is not None:
+        return f"contact:{delivery.contact_id}"
+    return f"responder:{delivery.responder_id}"
+
+
+def target_by_key(session: Session, key: str) -> Target | None:
+    """The recipient named by a :attr:`Target.key`, as it is now (None if gone)."""
+    kind, _, target_id = key.partition(":")
+    return target_of(session, kind, int(target_id)) if target_id.isdigit() else None
 
 
 def target_of(session: Session, kind: str, target_id: int) -> Target | None:

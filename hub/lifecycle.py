@@ -155,7 +155,10 @@ class Lifecycle:
         )
         if alarm.kind == AlarmKind.TEST.value:
             targets = [t for t in targets if t.receives_tests]
-        queued = sum(self._first_message(session, alarm, defender, t, index, now) for t in targets)
+        queued = sum(
+            self._first_message(session, alarm, defender, t, index, stage.name, now)
+            for t in targets
+        )
         event(session, alarm, "stage", f"{stage.name}: {queued} recipient(s)", at=now)
         if stage.reminder_interval_s and queued:
             session.add(
@@ -175,6 +178,7 @@ class Lifecycle:
         defender: Defender,
         target: Target,
         stage: int,
+        stage_name: str,
         now: datetime,
     ) -> bool:
         if alarm.kind == AlarmKind.TEST.value:
@@ -190,7 +194,7 @@ class Lifecycle:
             defender,
             at=now,
             distance_m=target.distance_m,
-            stage=self._stage_name(session, defender, stage),
+            stage=stage_name,
         )
         ack_url = None if target.role in PUBLIC_ROLES else self.settings.ack_base_url
         delivery = queue(
@@ -217,8 +221,11 @@ class Lifecycle:
         """Remind every recipient of ``stage`` who has not acknowledged; schedule the next round."""
         if AlarmState(alarm.state) in CLOSED_STATES:
             return f"stopped: alarm {alarm.state}"
-        policy = policy_for(session, defender)
-        interval = policy.stages[stage].reminder_interval_s if stage < len(policy.stages) else None
+        stages = policy_for(session, defender).stages
+        interval = stages[stage].reminder_interval_s if stage < len(stages) else None
+        facts = facts_for(
+            alarm, defender, at=now, stage=stages[stage].name if stage < len(stages) else None
+        )
         acknowledged = self._acknowledged_targets(session, alarm)
         sent = 0
         for delivery in self._first_deliveries(session, alarm, stage):
@@ -228,9 +235,6 @@ class Lifecycle:
             target = target_by_key(session, key)
             if target is None:
                 continue
-            facts = facts_for(
-                alarm, defender, at=now, stage=self._stage_name(session, defender, stage)
-            )
             queued = queue(
                 session,
                 f"A{alarm.id}:reminder{round_}:{key}",
@@ -476,11 +480,6 @@ class Lifecycle:
         return sent
 
     # -- helpers ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _stage_name(session: Session, defender: Defender, index: int) -> str | None:
-        stages = policy_for(session, defender).stages
-        return stages[index].name if index < len(stages) else None
 
     @staticmethod
     def _require_open(alarm: Alarm) -> None:

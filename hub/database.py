@@ -11,7 +11,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
-from hub.db import make_engine
 from hub.store import Store
 
 P = ParamSpec("P")
@@ -22,10 +21,6 @@ class AsyncStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="natalia-db")
-
-    @classmethod
-    def open(cls, url: str) -> AsyncStore:
-        return cls(Store(make_engine(url)))
 
     async def run(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``method(*args, **kwargs)`` executed on the database thread."""

@@ -19,6 +19,7 @@ from hub.actions import AlarmActions
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.database import AsyncStore
+from hub.db import make_engine
 from hub.dispatch import Dispatcher
 from hub.health import Health, write_alive_file
 from hub.ingest import Ingest, Rejection, StorageUnavailable
@@ -62,10 +63,9 @@ class Hub:
             registry = NotifierRegistry.from_plugins(pm, config.plugins)
         self.registry = registry
         lifecycle = lifecycle_for(config)
-        self.db = AsyncStore.open(config.database.url)
-        self.db.store = Store(
-            self.db.store.engine, lifecycle, self.clock, RetryPolicy.from_config(config.delivery)
-        )
+        engine = make_engine(config.database.url)
+        retry = RetryPolicy.from_config(config.delivery)
+        self.db = AsyncStore(Store(engine, lifecycle, self.clock, retry))
         self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
         self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
         self.dispatcher = Dispatcher(

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from tests.support.hubs import RunningHub, hub_config, open_store, sqlite_url
-from tests.support.population import populate
+from tests.support.population import populate_on_broker
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -20,15 +19,9 @@ def test_device_maker_example_raises_an_alarm_the_hub_stores(broker, tmp_path: P
     [block] = python_blocks(README.read_text())
     url = sqlite_url(tmp_path)
     store = open_store(url)
-    registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
-    people = populate(
-        store.engine,
-        registry,
-        broker.process.settings.data_dir,
-        contacts={"HQ console": "console://"},
-        device_id="wb-0001",
+    people = populate_on_broker(
+        store.engine, broker, contacts={"HQ console": "console://"}, device_id="wb-0001"
     )
-    broker.add_account(people.device_id, people.device_password)
     code = block.replace(
         'host="broker.example.org", port=1883', f'host="{broker.host}", port={broker.port}'
     )

@@ -8,10 +8,9 @@ import logging
 
 from sqlalchemy import text
 
-from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from tests.support.device import RawDevice, make_alarm
 from tests.support.hubs import RunningHub, hub_config, open_store
-from tests.support.population import populate
+from tests.support.population import populate_on_broker
 from tests.support.receivers import wait_until
 
 
@@ -19,14 +18,9 @@ def test_alarm_not_stored_is_not_acked_and_is_processed_after_recovery(
     broker, database_url, smtp_server, caplog
 ) -> None:
     store = open_store(database_url)
-    registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
-    people = populate(
-        store.engine,
-        registry,
-        broker.process.settings.data_dir,
-        contacts={"Sister": smtp_server.url("sister@example.org")},
+    people = populate_on_broker(
+        store.engine, broker, contacts={"Sister": smtp_server.url("sister@example.org")}
     )
-    broker.add_account(people.device_id, people.device_password)
     device = RawDevice(broker.host, broker.port, people.device_id, people.device_password)
     config = hub_config(broker, database_url)
     config.broker.redelivery_delay_s = 0.5

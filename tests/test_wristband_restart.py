@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from tests.support.hubs import RunningHub, hub_config, open_store
-from tests.support.population import populate
+from tests.support.population import populate_on_broker
 from tests.support.receivers import wait_until
 
 
@@ -46,14 +45,9 @@ def test_killed_wristband_resends_after_restart_and_alarm_is_stored_once(
     broker, database_url, tmp_path: Path, smtp_server
 ) -> None:
     store = open_store(database_url)
-    registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
-    people = populate(
-        store.engine,
-        registry,
-        broker.process.settings.data_dir,
-        contacts={"Sister": smtp_server.url("sister@example.org")},
+    people = populate_on_broker(
+        store.engine, broker, contacts={"Sister": smtp_server.url("sister@example.org")}
     )
-    broker.add_account(people.device_id, people.device_password)
     config = hub_config(broker, database_url)
     with RunningHub(config):  # create the hub's persistent session, then take the hub away
         pass

@@ -8,7 +8,8 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from hub import admin
-from hub.plugin_manager import NotifierRegistry
+from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+from tests.support.brokers import RunningBroker
 
 
 @dataclass
@@ -41,4 +42,20 @@ def populate(
         contact = admin.add_contact(engine, registry, name, url, defender.id)
         assert contact.id is not None
         population.contact_ids[name] = contact.id
+    return population
+
+
+def populate_on_broker(
+    engine: Engine,
+    broker: RunningBroker,
+    contacts: dict[str, str],
+    device_id: str = "wb-1",
+) -> Population:
+    """Register a defender, one device and ``contacts`` (built-in notifiers), and create the
+    device's account on the running test broker."""
+    registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
+    population = populate(
+        engine, registry, broker.process.settings.data_dir, contacts, device_id=device_id
+    )
+    broker.add_account(population.device_id, population.device_password)
     return population

@@ -34,9 +34,8 @@ class DeviceCredentials:
     broker_reloaded: bool
 
 
-def add_defender(
-    engine: Engine, name: str, language: str = "en", timezone: str = "UTC"
-) -> Defender:
+def check_timezone(timezone: str) -> str:
+    """``timezone`` if it is an IANA zone name; AdminError otherwise."""
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     try:
@@ -45,6 +44,13 @@ def add_defender(
         raise AdminError(
             f"unknown time zone {timezone!r}; use an IANA name like Europe/Stockholm"
         ) from None
+    return timezone
+
+
+def add_defender(
+    engine: Engine, name: str, language: str = "en", timezone: str = "UTC"
+) -> Defender:
+    check_timezone(timezone)
     with Session(engine) as session:
         defender = Defender(name=name, language=language, timezone=timezone)
         session.add(defender)

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel, create_engine
 
 from hub import models  # noqa: F401  (registers the tables)
+from hub.api import tokens  # noqa: F401
 
 
 def make_engine(url: str) -> Engine:

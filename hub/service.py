@@ -31,6 +31,8 @@ from hub.retry import RetryPolicy
 from hub.store import AlarmOutcome, Store
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
     from hub.web import WebServer
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class Hub:
         self._fatal: Exception | None = None
         self._last_round_at: datetime | None = None
         self._database_ok = False
+        self._api_engine: Engine | None = None
 
     async def run(self) -> None:
         """Run until :meth:`stop` (or SIGTERM/SIGINT when installed by the CLI)."""
@@ -102,6 +105,8 @@ class Hub:
             if web is not None and web_task is not None:
                 web.should_exit = True
                 await asyncio.wait({web_task}, timeout=10)  # closes its listening socket
+            if self._api_engine is not None:
+                self._api_engine.dispose()
             with contextlib.suppress(Exception):
                 await self.connection.disconnect()
             for task in tasks:
@@ -152,9 +157,24 @@ class Hub:
     def _web_server(self) -> WebServer | None:
         if not self.config.http.enabled:
             return None
+        from hub.api.context import ApiContext
         from hub.web import create_app, make_server
 
-        app = create_app(self.db, self.actions, self.wake, self.health)
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # called from the API's worker threads
+            loop.call_soon_threadsafe(self.wake)
+
+        self._api_engine = make_engine(self.config.database.url)  # not the alarm path's pool
+        api = ApiContext(
+            engine=self._api_engine,
+            registry=self.registry,
+            broker_data_dir=self.config.broker.data_dir,
+            lifecycle=self.actions.lifecycle,
+            clock=self.clock,
+            on_change=changed,
+        )
+        app = create_app(self.db, self.actions, self.wake, self.health, api)
         return make_server(app, self.config.http.host, self.config.http.port)
 
     async def _serve_web(self, web: WebServer) -> None:

@@ -1,4 +1,4 @@
-"""The hub's small web front: per-delivery acknowledgement links and a health check.
+"""The hub's web server: the HTTP API, per-delivery acknowledgement links and a health check.
 
 A link is opened by a person, and also by link-preview robots of chat apps and mail scanners,
 so GET only shows a page with a button; only the POST from that button acknowledges.
@@ -16,6 +16,8 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from hub.actions import AlarmActions
+from hub.api.app import create_api
+from hub.api.context import ApiContext
 from hub.database import AsyncStore
 from hub.health import Health
 from hub.models import CLOSED_STATES
@@ -40,10 +42,12 @@ def create_app(
     actions: AlarmActions,
     on_change: Callable[[], None],
     health: Callable[[], Health],
+    api: ApiContext,
 ) -> FastAPI:
-    app = FastAPI(title="Natalia hub", docs_url=None, redoc_url=None, openapi_url=None)
+    """The API (``/v1``), acknowledgement links (``/ack``) and ``/healthz`` on one server."""
+    app = create_api(api)
 
-    @app.get("/ack/{token}", response_class=HTMLResponse)
+    @app.get("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def confirm(token: str) -> HTMLResponse:
         found = await db.run(actions.describe_token, token)
         if found is None:
@@ -55,7 +59,7 @@ def create_app(
             f"I'm on it</button></form>"
         )
 
-    @app.post("/ack/{token}", response_class=HTMLResponse)
+    @app.post("/ack/{token}", response_class=HTMLResponse, include_in_schema=False)
     async def acknowledge(token: str) -> HTMLResponse:
         found = await db.run(actions.acknowledge_token, token)
         if found is None:
@@ -69,7 +73,7 @@ def create_app(
         on_change()
         return _page(f"<p>Thank you. HQ knows you are on it (alarm <b>{ref}</b>).</p>")
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "Unhealthy"}})
     async def healthz() -> JSONResponse:
         """200 while the hub can do its job; 503 with the problems when it cannot."""
         state = health()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.api import ApiHub, api_hub
 from tests.support.brokers import RunningBroker, start_broker
 from tests.support.receivers import HTTPReceiver, SMTPReceiver
 
@@ -82,3 +83,10 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine = make_engine(server_url)
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiHub]:
+    """One real hub with its API per test module (SQLite); tests add their own data."""
+    with api_hub(tmp_path_factory.mktemp("api")) as running:
+        yield running

@@ -1,0 +1,62 @@
+"""Helpers shared by the route modules."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from sqlmodel import Session, SQLModel
+
+from hub.admin import AdminError
+from hub.api.auth import DbSession, require
+from hub.api.context import ApiContext
+from hub.api.errors import Conflict, Invalid, NotFound
+from hub.api.permissions import Permission
+from hub.api.tokens import Principal
+from hub.escalation import PolicyError
+from hub.lifecycle import LifecycleError
+from hub.plugin_api import InvalidChannelURL
+
+Table = TypeVar("Table", bound=SQLModel)
+__all__ = ["DbSession"]
+
+
+def context(request: Request) -> ApiContext:
+    found: ApiContext = request.app.state.api
+    return found
+
+
+Context = Annotated[ApiContext, Depends(context)]
+
+# One alias per permission, so a route's signature says what it needs.
+OperationsReader = Annotated[Principal, Depends(require(Permission.OPERATIONS_READ))]
+OperationsWriter = Annotated[Principal, Depends(require(Permission.OPERATIONS_WRITE))]
+PolicyWriter = Annotated[Principal, Depends(require(Permission.POLICIES_WRITE))]
+AlarmReader = Annotated[Principal, Depends(require(Permission.ALARMS_READ))]
+AlarmActor = Annotated[Principal, Depends(require(Permission.ALARMS_ACT))]
+FundReader = Annotated[Principal, Depends(require(Permission.FUND_READ))]
+FundWriter = Annotated[Principal, Depends(require(Permission.FUND_WRITE))]
+FundReviewer = Annotated[Principal, Depends(require(Permission.FUND_REVIEW))]
+EventsReader = Annotated[Principal, Depends(require(Permission.EVENTS_READ))]
+EventsWriter = Annotated[Principal, Depends(require(Permission.EVENTS_WRITE))]
+Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]
+
+
+def get_or_404(session: Session, table: type[Table], key: object, what: str) -> Table:
+    row = session.get(table, key)
+    if row is None:
+        raise NotFound(f"no {what} {key}")
+    return row
+
+
+@contextlib.contextmanager
+def domain_errors() -> Iterator[None]:
+    """The hub's own errors as problems: bad requests are 422, wrong states are 409."""
+    try:
+        yield
+    except (AdminError, InvalidChannelURL, PolicyError) as exc:
+        raise Invalid(str(exc)) from None
+    except LifecycleError as exc:
+        raise Conflict(str(exc)) from None

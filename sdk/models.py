@@ -317,6 +317,19 @@ class Delivery(Model):
     acknowledged_at: datetime | None = None
 
 
+class RejectedMessage(Model):
+    """A message the hub could not accept, kept with the reason for HQ (payload not shown)."""
+
+    id: int
+    received_at: datetime
+    topic: str
+    device_id: str | None = None
+    channel: str | None = None
+    reason: str
+    payload_size: int
+    reviewed_at: datetime | None = None
+
+
 # -- webhooks --------------------------------------------------------------------------------
 
 
@@ -544,11 +557,13 @@ class Announcement(Model):
 
 
 class TrainingKit(Model):
-    """A training wristband handed to one participant; the password is shown once."""
+    """A training wristband handed to one participant."""
 
     registration_id: int
     device_id: str
-    password: str
+    password: str | None = Field(
+        default=None, description="The broker password: only in the response that hands it out."
+    )
 
 
 class TrainingAlarmIn(Input):

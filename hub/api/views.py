@@ -1,0 +1,79 @@
+"""Database rows as wire models (``sdk.models``): what the API may show of each.
+
+Channel URLs are shown masked; delivery bodies are not shown (they hold positions).
+"""
+
+from __future__ import annotations
+
+from hub.models import Alarm as AlarmRow
+from hub.models import AlarmEvent as AlarmEventRow
+from hub.models import Delivery as DeliveryRow
+from hub.plugin_api import mask_url
+from sdk.models import Alarm, AlarmEvent, AlarmState, Delivery, Position
+
+
+def alarm_ref(alarm_pk: int) -> str:
+    return f"A{alarm_pk}"
+
+
+def alarm_view(row: AlarmRow) -> Alarm:
+    assert row.id is not None
+    position = None
+    if row.lat is not None and row.lon is not None:
+        position = Position(lat=row.lat, lon=row.lon, accuracy_m=row.accuracy_m, fix_ts=row.fix_ts)
+    return Alarm(
+        id=row.id,
+        ref=alarm_ref(row.id),
+        device_id=row.device_id,
+        defender_id=row.defender_id,
+        device_alarm_id=row.alarm_id,
+        kind=row.kind,
+        state=AlarmState(row.state),
+        duress=row.duress,
+        device_ts=row.device_ts,
+        received_at=row.received_at,
+        position=position,
+        battery=row.battery,
+        copies_received=row.copies_received,
+        acknowledged_at=row.acknowledged_at,
+        verified_at=row.verified_at,
+        closed_at=row.closed_at,
+    )
+
+
+def alarm_event_view(row: AlarmEventRow) -> AlarmEvent:
+    assert row.id is not None
+    return AlarmEvent(
+        id=row.id,
+        alarm_id=row.alarm_pk,
+        alarm_ref=alarm_ref(row.alarm_pk),
+        at=row.at,
+        kind=row.kind,
+        actor=row.actor,
+        detail=row.detail,
+    )
+
+
+def delivery_view(row: DeliveryRow) -> Delivery:
+    assert row.id is not None
+    return Delivery(
+        id=row.id,
+        alarm_id=row.alarm_pk,
+        kind=row.kind,
+        role=row.role,
+        recipient=row.recipient,
+        channel=row.channel_masked,
+        channel_index=row.channel_index,
+        stage=row.stage,
+        status=row.status,
+        attempts=row.attempts,
+        detail=row.detail,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        next_try_at=row.next_try_at,
+        acknowledged_at=row.acknowledged_at,
+    )
+
+
+def masked(urls: list[str]) -> list[str]:
+    return [mask_url(url) for url in urls]

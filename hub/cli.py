@@ -41,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = groups.add_parser("demo", help="run the whole alarm path once on this machine")
     demo.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep the hub and its API running (for the SDK examples) until Ctrl-C",
+    )
     demo.set_defaults(func=commands.demo)
 
     broker = groups.add_parser("broker", help="the Mosquitto broker").add_subparsers(
@@ -196,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.commands_responders import add_responder_commands
 
     add_responder_commands(groups, _add_config)
+    from hub.commands_tokens import add_token_commands
+
+    add_token_commands(groups, _add_config)
     return parser
 
 

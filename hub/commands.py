@@ -9,6 +9,7 @@ import os
 from sqlalchemy.engine import Engine
 
 from hub.admin import AdminError
+from hub.api.tokens import TokenError
 from hub.config import ConfigError, HubConfig, load_config
 from hub.escalation import PolicyError
 from hub.lifecycle import LifecycleError
@@ -23,6 +24,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     FileExistsError,
     LifecycleError,
     PolicyError,
+    TokenError,
 )
 
 
@@ -290,4 +292,4 @@ def rejected_list(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     from hub.demo import run_demo
 
-    return run_demo(keep=args.keep)
+    return run_demo(keep=args.keep, serve=args.serve)

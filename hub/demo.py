@@ -2,8 +2,9 @@
 
 A Mosquitto on a free port with the shipped config, the hub as its own process on SQLite, a
 local SMTP server and a local webhook receiver; a simulated wristband pulls its alarm and the
-demo shows every delivery and the time from trigger to last delivery. Everything it started is
-stopped again, also on failure or Ctrl-C.
+demo shows every delivery and the time from trigger to last delivery. With ``--serve`` it then
+keeps the hub and its API running for the SDK examples. Everything it started is stopped again,
+also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
             process.wait()
 
 
-def run_demo(keep: bool = False) -> int:
+def run_demo(keep: bool = False, serve: bool = False) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="natalia-demo-"))
     with contextlib.ExitStack() as cleanup:
         if not keep:
@@ -129,7 +130,12 @@ def run_demo(keep: bool = False) -> int:
         wristband.wait_for_ack(alarm.alarm_id, AckStage.RECEIVED, timeout=30)
         print("demo: hub acknowledged receipt to the wristband")
         wristband.wait_for_ack(alarm.alarm_id, AckStage.NOTIFIED, timeout=60)
-        return _report(Store(engine), DEVICE_ID, alarm.alarm_id, started, mail, webhook)
+        result = _report(Store(engine), DEVICE_ID, alarm.alarm_id, started, mail, webhook)
+        if serve and result == 0:
+            from hub.demoserve import serve_api
+
+            serve_api(workdir, engine, f"http://{config.http.host}:{config.http.port}")
+        return result
     return 1  # not reached
 
 

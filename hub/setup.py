@@ -32,8 +32,9 @@ backoff_cap_s = 300   # ... up to this
 deadline_s = 3600     # undelivered after this: dead letter, HQ alerted
 
 [http]
-# Serves the "I'm on it" links in messages (and later the API). Put it behind an HTTPS reverse
-# proxy and set public_url to the address recipients open; links are sent only when it is set.
+# Serves the API (/v1, see hub/api/README.md) and the "I'm on it" links in messages. Put it
+# behind an HTTPS reverse proxy and set public_url to the address recipients open; links are
+# sent only when it is set. API tokens: `natalia token create NAME --role ROLE`.
 enabled = true
 host = "127.0.0.1"
 port = {http_port}

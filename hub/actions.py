@@ -1,5 +1,5 @@
 """Everything that changes an alarm after it arrived, each in its own transaction: HQ actions
-(from the CLI today, the API later), acknowledgement links, timers and supervision checks.
+(from the CLI and the HTTP API), acknowledgement links, timers and supervision checks.
 
 The running hub calls :meth:`AlarmActions.tick` in a loop; a CLI process calls the HQ actions
 directly on the same database. Either way the results are rows (deliveries, device acks,
@@ -9,14 +9,16 @@ timers) that the hub then sends.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from sqlalchemy import func
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from hub import supervision
 from hub.clock import Clock, SystemClock
 from hub.codes import token_hash
-from hub.lifecycle import Lifecycle, LifecycleError
+from hub.lifecycle import FIRST_MESSAGE_KINDS, Lifecycle, LifecycleError, event
 from hub.models import CLOSED_STATES, Alarm, AlarmState, Defender, Delivery, DeviceAck, Timer
 
 
@@ -51,32 +53,45 @@ class AlarmActions:
         self.clock = clock or SystemClock()
 
     # -- HQ actions ---------------------------------------------------------------------------
+    # ``note``: the operator's own words (why, what they did); it goes into the timeline in the
+    # same transaction as the action, under the same actor.
 
-    def acknowledge(self, ref: str, actor: str) -> None:
+    def acknowledge(self, ref: str, actor: str, note: str = "") -> None:
         with self._alarm(ref) as (session, alarm, defender):
-            self.lifecycle.acknowledge(session, alarm, defender, actor, self.clock.now())
+            now = self.clock.now()
+            self.lifecycle.acknowledge(session, alarm, defender, actor, now)
+            _note(session, alarm, actor, note, now)
             session.commit()
 
-    def verify(self, ref: str, actor: str) -> None:
+    def verify(self, ref: str, actor: str, note: str = "") -> None:
         with self._alarm(ref) as (session, alarm, defender):
-            self.lifecycle.verify(session, alarm, defender, actor, self.clock.now())
+            now = self.clock.now()
+            self.lifecycle.verify(session, alarm, defender, actor, now)
+            _note(session, alarm, actor, note, now)
             session.commit()
 
-    def escalate(self, ref: str, actor: str) -> int:
+    def escalate(self, ref: str, actor: str, note: str = "") -> int:
+        """Run the stages still waiting for their delay now; returns the messages queued."""
         with self._alarm(ref) as (session, alarm, defender):
-            count = self.lifecycle.escalate_now(session, alarm, defender, actor, self.clock.now())
+            now = self.clock.now()
+            before = _first_messages(session, alarm)
+            self.lifecycle.escalate_now(session, alarm, defender, actor, now)
+            _note(session, alarm, actor, note, now)
+            queued = _first_messages(session, alarm) - before
             session.commit()
-            return count
+            return queued
 
-    def resolve(self, ref: str, actor: str) -> None:
-        self._close(ref, AlarmState.RESOLVED, actor)
+    def resolve(self, ref: str, actor: str, note: str = "") -> None:
+        self._close(ref, AlarmState.RESOLVED, actor, note)
 
-    def false_alarm(self, ref: str, actor: str) -> None:
-        self._close(ref, AlarmState.FALSE_ALARM, actor)
+    def false_alarm(self, ref: str, actor: str, note: str = "") -> None:
+        self._close(ref, AlarmState.FALSE_ALARM, actor, note)
 
-    def _close(self, ref: str, state: AlarmState, actor: str) -> None:
+    def _close(self, ref: str, state: AlarmState, actor: str, note: str) -> None:
         with self._alarm(ref) as (session, alarm, defender):
-            self.lifecycle.close(session, alarm, defender, state, actor, self.clock.now())
+            now = self.clock.now()
+            self.lifecycle.close(session, alarm, defender, state, actor, now)
+            _note(session, alarm, actor, note, now)
             session.commit()
 
     # -- acknowledgement links ----------------------------------------------------------------
@@ -197,6 +212,21 @@ class AlarmActions:
 
     def _alarm(self, ref: str) -> _AlarmSession:
         return _AlarmSession(self.engine, parse_ref(ref))
+
+
+def _note(session: Session, alarm: Alarm, actor: str, note: str, now: datetime) -> None:
+    if note.strip():
+        event(session, alarm, "note", note.strip(), actor=actor, at=now)
+
+
+def _first_messages(session: Session, alarm: Alarm) -> int:
+    """First messages of ``alarm`` queued so far, one per recipient (fallbacks not counted)."""
+    query = select(func.count(col(Delivery.id))).where(
+        Delivery.alarm_pk == alarm.id,
+        col(Delivery.kind).in_(FIRST_MESSAGE_KINDS),
+        Delivery.channel_index == 0,
+    )
+    return int(session.exec(query).one())
 
 
 class _AlarmSession:

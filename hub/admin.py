@@ -27,6 +27,14 @@ class AdminError(ValueError):
     """A registration request that cannot be carried out; the message says why."""
 
 
+class DeviceIdTaken(AdminError):
+    """The id is already a broker username: a device, a responder, the hub or another account.
+
+    Broker usernames are one namespace: registering a device must never replace the password of
+    the hub's own account, a responder's or another device's.
+    """
+
+
 @dataclass(frozen=True)
 class DeviceCredentials:
     device_id: str
@@ -77,18 +85,22 @@ def add_device(
                 f"no defender with id {defender_id}; add one with `natalia defender add`"
             )
         if session.get(Device, device_id) is not None:
-            raise AdminError(f"device {device_id!r} is already registered")
+            raise DeviceIdTaken(f"device {device_id!r} is already registered")
         taken = select(Responder).where(Responder.mqtt_user == device_id)
         if session.exec(taken).first() is not None:
-            raise AdminError(
+            raise DeviceIdTaken(
                 f"{device_id!r} is a responder's broker username; choose another device id"
             )
         if broker_data_dir is None:
             raise AdminError(
                 "the config has no [broker] data_dir: cannot create the device account"
             )
-        password = password or generate_password()
         settings = BrokerSettings(data_dir=broker_data_dir)
+        if device_id in PasswordFile(settings.password_file):
+            raise DeviceIdTaken(
+                f"{device_id!r} is already a broker account; choose another device id"
+            )
+        password = password or generate_password()
         PasswordFile(settings.password_file).set(device_id, password)
         session.add(Device(id=device_id, defender_id=defender_id))
         session.commit()

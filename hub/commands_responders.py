@@ -76,40 +76,34 @@ def _engine(config: HubConfig) -> Engine:
 
 def responder_add(args: argparse.Namespace) -> int:
     from hub.plugin_manager import NotifierRegistry, get_plugin_manager
-    from hub.responders import add_responder, add_responder_with_account
+    from hub.responders import register_responder
 
     config = _config(args)
     registry = NotifierRegistry.from_plugins(
         get_plugin_manager(load_entry_points=config.load_entry_points), config.plugins
     )
-    for url in (args.url, *args.fallback):
-        registry.validate(url)
-    engine = _engine(config)
-    details: dict[str, Any] = {
-        "language": args.language,
-        "fallback_urls": args.fallback,
-        "receives_tests": args.tests,
-    }
-    if args.mqtt_user is None:
-        responder = add_responder(engine, args.name, args.url, args.radius_m, **details)
-        print(f"responder {responder.id}: {responder.name} (no position source)")
-        return 0
-    creds = add_responder_with_account(
-        engine,
+    added = register_responder(
+        _engine(config),
+        registry,
+        config.broker.data_dir,
         args.name,
         args.url,
         args.radius_m,
-        args.mqtt_user,
-        config.broker.data_dir,
-        **details,
+        mqtt_user=args.mqtt_user,
+        language=args.language,
+        fallback_urls=args.fallback,
+        receives_tests=args.tests,
     )
-    print(f"responder {creds.responder.id}: {creds.responder.name}")
-    print(f"broker account {args.mqtt_user}; password (shown once): {creds.password}")
+    if added.password is None:
+        print(f"responder {added.responder.id}: {added.responder.name} (no position source)")
+        return 0
+    print(f"responder {added.responder.id}: {added.responder.name}")
+    print(f"broker account {args.mqtt_user}; password (shown once): {added.password}")
     print(
         f"OwnTracks app: mode MQTT, username {args.mqtt_user}, this password, a device id "
         "such as 'phone'; host, port and TLS as in broker/README.md"
     )
-    if not creds.broker_reloaded:
+    if not added.broker_reloaded:
         print("the broker is not running; it will read the new account when it starts")
     return 0
 

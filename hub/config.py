@@ -111,6 +111,32 @@ class DeliveryConfig(_Section):
         return self
 
 
+class WebhooksConfig(_Section):
+    """Outgoing webhooks (hub/api/README.md, "Webhooks"): timeouts, retries, dead deliveries."""
+
+    timeout_s: float = Field(default=10.0, gt=0, le=120, description="Cut-off for one POST.")
+    max_attempts: int = Field(
+        default=12, ge=1, le=100, description="POSTs of one event before it is dead."
+    )
+    backoff_base_s: float = Field(
+        default=5.0, gt=0, description="Delay before the first retry (doubles each time)."
+    )
+    backoff_cap_s: float = Field(default=3600.0, gt=0, description="Longest delay between tries.")
+    deadline_s: float = Field(
+        default=86400.0,
+        gt=0,
+        description="An event not delivered this long after its first "
+        "try is dead (kept, and listed with the webhook's deliveries).",
+    )
+    concurrency: int = Field(default=16, ge=1, le=256, description="POSTs in flight at most.")
+
+    @model_validator(mode="after")
+    def _cap_not_below_base(self) -> WebhooksConfig:
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise ValueError("backoff_cap_s must not be below backoff_base_s")
+        return self
+
+
 class HubConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -119,6 +145,7 @@ class HubConfig(_Section):
     timers: TimersConfig = TimersConfig()
     responders: RespondersConfig = RespondersConfig()
     health: HealthConfig = HealthConfig()
+    webhooks: WebhooksConfig = WebhooksConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
     )

@@ -10,6 +10,9 @@ from sqlmodel import SQLModel, create_engine
 
 from hub import models  # noqa: F401  (registers the tables)
 from hub.api import tokens  # noqa: F401
+from hub.conference import tables as conference_tables  # noqa: F401
+from hub.fund import tables as fund_tables  # noqa: F401
+from hub.webhooks import tables as webhook_tables  # noqa: F401
 
 
 def make_engine(url: str) -> Engine:

@@ -26,15 +26,38 @@ DEAD_LETTER_KIND = "dead_letter"
 SHORT_LIMIT = 160
 
 
+#: What a short reference's letter stands for, in ``reference``.
+_SUBJECTS = {
+    "A": "alarm",
+    "R": "rejected message",
+    "D": "device event",
+    "F": "fund request",
+}
+
+
+def short_reference(row: Delivery) -> str:
+    """What the message is about as HQ writes it: ``A12``, ``R3``, ``D7``, ``F5``; ``-`` if none.
+
+    Fund messages have no column of their own: their key names the request (``fund:5:...``).
+    """
+    if row.alarm_pk is not None:
+        return f"A{row.alarm_pk}"
+    if row.rejected_pk is not None:
+        return f"R{row.rejected_pk}"
+    if row.device_event_pk is not None:
+        return f"D{row.device_event_pk}"
+    prefix, _, rest = row.key.partition(":")
+    request_id = rest.partition(":")[0]
+    if prefix == "fund" and request_id.isdigit():
+        return f"F{request_id}"
+    return "-"
+
+
 def reference(row: Delivery) -> str:
     """What the message was about, for HQ: ``alarm A12``, ``rejected message R3``..."""
-    if row.alarm_pk is not None:
-        return f"alarm A{row.alarm_pk}"
-    if row.rejected_pk is not None:
-        return f"rejected message R{row.rejected_pk}"
-    if row.device_event_pk is not None:
-        return f"device event D{row.device_event_pk}"
-    return "no alarm"
+    short = short_reference(row)
+    subject = _SUBJECTS.get(short[0])
+    return f"{subject} {short}" if subject else "no alarm"
 
 
 def dead_letter(session: Session, row: Delivery, reason: str, now: datetime) -> int:
@@ -104,4 +127,4 @@ def _event(session: Session, row: Delivery, kind: str, detail: str, now: datetim
         session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=detail[:2000]))
 
 
-__all__ = ["DEAD_LETTER_KIND", "dead_letter", "reference"]
+__all__ = ["DEAD_LETTER_KIND", "dead_letter", "reference", "short_reference"]

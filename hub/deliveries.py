@@ -20,7 +20,7 @@ from sqlmodel import Session, col, or_, select, update
 from devicekit import protocol
 from devicekit.protocol import AckStage
 from hub.clock import Clock
-from hub.deadletter import DEAD_LETTER_KIND, dead_letter
+from hub.deadletter import DEAD_LETTER_KIND, dead_letter, short_reference
 from hub.lifecycle import device_ack
 from hub.models import (
     CLAIMABLE_STATUSES,
@@ -325,9 +325,17 @@ def _delivery_event(session: Session, row: Delivery, kind: str, text: str, now: 
         session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=text[:2000]))
 
 
+def _reference(row: Delivery) -> str:
+    """What a message is about, as plugins show it: an alarm (A12), a rejected message (R3), a
+    device event (D4), a fund request (F5), or, for other messages about no alarm (an event
+    announcement), their kind."""
+    short = short_reference(row)
+    return short if short != "-" else row.kind
+
+
 def _notification(row: Delivery, is_test: bool) -> Notification:
     assert row.id is not None
-    ref = f"A{row.alarm_pk}" if row.alarm_pk is not None else f"R{row.rejected_pk}"
+    ref = _reference(row)
     return Notification(
         delivery_id=row.id,
         url=row.channel_url,

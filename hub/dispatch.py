@@ -89,8 +89,11 @@ class Dispatcher:
                 if len(started) >= CLAIM_BATCH and len(self._tasks) < MAX_IN_FLIGHT:
                     await asyncio.sleep(0)
                     continue
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the task's
+            # cancellation when the event is set at the same moment, and the hub never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_interval)
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wakeup.wait()
 
     async def start_round(self) -> list[asyncio.Task[None]]:
         """Take back interrupted sends, claim what is due, and start one task per delivery."""

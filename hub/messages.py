@@ -23,6 +23,8 @@ What every text does:
   the closing events, which go to everyone told of the alarm) never show a device id or battery.
   Pass the organisation's public name as ``actor`` for them, never a staff member's.
 - ``ack_url`` given: the body ends with an "I'm on it" line and the SMS with the link.
+- Fund messages (``FUND_EVENTS``) give the request's reference (``F12``), purpose, amount and
+  state; never a position, and never who decided (staff names stay in the audit trail).
 
 Duress: a duress alarm is rendered as ``alarm`` (``kind="duress"``), so that nothing about the
 event differs from a normal alarm. Its kind label ``[kinds] duress`` tells HQ and helpers that it
@@ -83,6 +85,9 @@ class MessageEvent(enum.StrEnum):
     LOW_BATTERY = "low_battery"
     REJECTED = "rejected"  #: a refused message, reported to HQ
     TEST = "test"  #: a test alarm: no action needed
+    FUND_SUBMITTED = "fund_submitted"  #: a request to the emergency fund was submitted
+    FUND_UPDATED = "fund_updated"  #: a fund request was changed before review
+    FUND_STATE = "fund_state"  #: a fund request moved in review: under review, a decision, paid
 
 
 #: Events whose text may reach the press and the public: no device id, no battery.
@@ -95,9 +100,15 @@ PUBLIC_SAFE_EVENTS = frozenset(
         MessageEvent.CANCELLED,
     }
 )
-#: Events that say nothing about a position (the alarm is over, or there is no defender).
+#: Messages about the emergency fund: a request's purpose, amount and state, never a position.
+FUND_EVENTS = frozenset(
+    {MessageEvent.FUND_SUBMITTED, MessageEvent.FUND_UPDATED, MessageEvent.FUND_STATE}
+)
+#: Events that say nothing about a position (the alarm is over, there is no defender, or the
+#: message is about the fund).
 EVENTS_WITHOUT_POSITION = frozenset(
     {MessageEvent.RESOLVED, MessageEvent.FALSE_ALARM, MessageEvent.CANCELLED, MessageEvent.REJECTED}
+    | FUND_EVENTS
 )
 
 
@@ -147,6 +158,9 @@ class MessageFacts:
     interval_s: int | None = None  #: a device's expected reporting interval
     channel: str | None = None
     ack_url: str | None = None  #: personal "I'm on it" link for this delivery
+    purpose: str | None = None  #: a fund request's purpose (``sdk.models.FundPurpose`` value)
+    state: str | None = None  #: a fund request's state (``sdk.models.FundState`` value)
+    amount: str | None = None  #: a fund request's amount and currency, e.g. "1500.00 EUR"
 
 
 #: The name callers used before there were events other than the alarm.
@@ -271,6 +285,9 @@ def _values(fill: _Filler, facts: MessageFacts, *, with_position: bool) -> dict[
         "reason": facts.reason or missing["reason"],
         "stage": facts.stage or missing["stage"],
         "channel": facts.channel or missing["channel"],
+        "purpose": _label(table["fund_purposes"], facts.purpose) or missing["purpose"],
+        "state": _label(table["fund_states"], facts.state) or missing["state"],
+        "amount": facts.amount or missing["amount"],
         **_times("time", at, zone, table["formats"]["short_time"]),
         **_times("device_time", device_time, zone, table["formats"]["short_time"]),
     }
@@ -305,6 +322,11 @@ def _position(fill: _Filler, facts: MessageFacts | None) -> dict[str, str]:
         "map_short": link,
         "where_short": f"{short} {link}",
     }
+
+
+def _label(labels: dict[str, str], value: str | None) -> str:
+    """The language's label for ``value``, or the value itself when it has none."""
+    return labels.get(value, value) if value else ""
 
 
 def _distance(fill: _Filler, metres: float | None) -> str:

@@ -91,6 +91,8 @@ def queue(
 
 
 def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:
+    if failed.contact_id is None and failed.responder_id is None:
+        return None  # not to a contact or responder (an event announcement): one channel only
     target = target_by_key(session, delivery_target_key(failed))
     index = failed.channel_index + 1
     if target is None or index >= len(target.urls):

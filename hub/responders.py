@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -31,6 +31,9 @@ from hub.geo import as_utc, check_coordinates, nearest_responders
 from hub.models import Device, Responder
 from hub.owntracks import OwnTracksLocation
 
+if TYPE_CHECKING:
+    from hub.plugin_manager import NotifierRegistry
+
 log = logging.getLogger(__name__)
 
 
@@ -38,11 +41,59 @@ class ResponderError(AdminError):
     """A responder request that cannot be carried out; the message says why."""
 
 
+class UsernameTaken(ResponderError):
+    """The broker username belongs to someone else already (a conflict, not a typo)."""
+
+
 @dataclass(frozen=True)
 class ResponderCredentials:
     responder: Responder
     password: str
     broker_reloaded: bool
+
+
+@dataclass(frozen=True)
+class RegisteredResponder:
+    """A new responder; with a broker account, its password (shown once) and whether the
+    running broker was told to read it."""
+
+    responder: Responder
+    password: str | None = None
+    broker_reloaded: bool = False
+
+
+def register_responder(
+    engine: Engine,
+    registry: NotifierRegistry,
+    broker_data_dir: Path | None,
+    name: str,
+    channel_url: str,
+    radius_m: float,
+    mqtt_user: str | None = None,
+    language: str = "en",
+    fallback_urls: Iterable[str] = (),
+    receives_tests: bool = False,
+) -> RegisteredResponder:
+    """What ``natalia responder add`` and ``POST /v1/responders`` both do.
+
+    Checks every channel URL against the installed notifiers first (nothing is stored for a URL
+    no plugin can send to), then adds the responder, with their broker account when they have an
+    OwnTracks username.
+    """
+    fallback_urls = list(fallback_urls)
+    for url in (channel_url, *fallback_urls):
+        registry.validate(url)
+    details: dict[str, Any] = {
+        "language": language,
+        "fallback_urls": fallback_urls,
+        "receives_tests": receives_tests,
+    }
+    if mqtt_user is None:
+        return RegisteredResponder(add_responder(engine, name, channel_url, radius_m, **details))
+    creds = add_responder_with_account(
+        engine, name, channel_url, radius_m, mqtt_user, broker_data_dir, **details
+    )
+    return RegisteredResponder(creds.responder, creds.password, creds.broker_reloaded)
 
 
 def add_responder(
@@ -92,7 +143,7 @@ def add_responder_with_account(
             session, name, channel_url, radius_m, mqtt_user, language, fallback_urls, receives_tests
         )
         if mqtt_user in accounts:
-            raise ResponderError(
+            raise UsernameTaken(
                 f"the broker already has an account {mqtt_user!r} (a wristband, the hub or "
                 "another responder); choose another username"
             )
@@ -240,7 +291,7 @@ def _insert(
         session.flush()
     except IntegrityError:
         session.rollback()
-        raise ResponderError(f"another responder already uses username {mqtt_user!r}") from None
+        raise UsernameTaken(f"another responder already uses username {mqtt_user!r}") from None
     return responder
 
 
@@ -253,12 +304,12 @@ def _check_username_is_free(session: Session, mqtt_user: str) -> None:
             "starting with a letter or digit"
         ) from None
     if mqtt_user == HUB_USER:
-        raise ResponderError(f"{HUB_USER!r} is the hub's own broker account")
+        raise UsernameTaken(f"{HUB_USER!r} is the hub's own broker account")
     if session.get(Device, mqtt_user) is not None:
-        raise ResponderError(f"{mqtt_user!r} is a wristband's id; choose another username")
+        raise UsernameTaken(f"{mqtt_user!r} is a wristband's id; choose another username")
     taken = session.exec(select(Responder.id).where(Responder.mqtt_user == mqtt_user)).first()
     if taken is not None:
-        raise ResponderError(f"responder {taken} already uses username {mqtt_user!r}")
+        raise UsernameTaken(f"responder {taken} already uses username {mqtt_user!r}")
 
 
 def _store_position(

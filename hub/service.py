@@ -29,6 +29,7 @@ from hub.mqtt import HubConnection
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.retry import RetryPolicy
 from hub.store import AlarmOutcome, Store
+from hub.webhooks.sender import WebhookSender
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -74,6 +75,10 @@ class Hub:
             self.db, registry, config.delivery.timeout_s, self._alarm_notified
         )
         self.connection = HubConnection(config.broker, self.ingest.handle)
+        #: Its own thread and engine: webhooks never queue behind the alarm path's database.
+        self.webhooks = WebhookSender(
+            config.webhooks, config.database.url, self.clock, config.timers.tick_s
+        )
         self._stop = asyncio.Event()
         self._wake_timers = asyncio.Event()
         #: Completed rounds of the timer loop (tests wait for a round instead of sleeping).
@@ -89,6 +94,7 @@ class Hub:
         tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._timer_loop(), name="timers"),
+            asyncio.create_task(self.webhooks.run(), name="webhooks"),
         ]
         web = self._web_server()
         web_task = asyncio.create_task(self._serve_web(web), name="web") if web else None
@@ -103,6 +109,9 @@ class Hub:
             await self._stop.wait()
         finally:
             if web is not None and web_task is not None:
+                from hub.api.routes.stream import close_streams
+
+                close_streams(web.config.app)  # the server waits for open responses to end
                 web.should_exit = True
                 await asyncio.wait({web_task}, timeout=10)  # closes its listening socket
             if self._api_engine is not None:
@@ -115,6 +124,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.dispatcher.drain()
+            await self.webhooks.aclose()
             self.db.close()
             if self.ready_file is not None:
                 self.ready_file.unlink(missing_ok=True)
@@ -207,9 +217,11 @@ class Hub:
             self._last_round_at = datetime.now(UTC)
             self._write_alive_file()
             self.rounds += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_timers.wait(), self.config.timers.tick_s)
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: see Dispatcher.run
+                async with asyncio.timeout(self.config.timers.tick_s):
+                    await self._wake_timers.wait()
             self.dispatcher.kick()
+            self.webhooks.kick()
 
     def health(self) -> Health:
         return Health(

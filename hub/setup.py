@@ -40,6 +40,14 @@ host = "127.0.0.1"
 port = {http_port}
 public_url = "http://127.0.0.1:{http_port}"
 
+[webhooks]
+# Signed POSTs to partner systems, subscribed with the API (POST /v1/webhooks, admin role).
+timeout_s = 10        # cut-off for one POST
+max_attempts = 12     # then the delivery is kept as dead (GET /v1/webhooks/ID/deliveries)
+backoff_base_s = 5    # waits double from here, with jitter ...
+backoff_cap_s = 3600  # ... up to this
+deadline_s = 86400    # a day at most per event
+
 [timers]
 tick_s = 1            # how often escalation timers and silent devices are checked
 

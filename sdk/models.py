@@ -12,7 +12,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 T = TypeVar("T")
 
@@ -21,6 +21,9 @@ Text = Annotated[str, StringConstraints(max_length=10_000)]
 Language = Annotated[str, StringConstraints(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 Money = Annotated[Decimal, Field(gt=0, max_digits=14, decimal_places=2)]
+#: Row ids: positive and within a 32-bit INTEGER column (SQLite and PostgreSQL alike).
+MAX_ID = 2_147_483_647
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class Model(BaseModel):
@@ -30,9 +33,26 @@ class Model(BaseModel):
 
 
 class Input(BaseModel):
-    """What the API accepts."""
+    """What the API accepts. Text may not hold NUL characters (no database stores them)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise ValueError("text must not contain NUL characters")
+        return data
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class Page(Model, Generic[T]):
@@ -122,7 +142,7 @@ class Defender(Model):
 
 class DeviceIn(Input):
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
-    defender_id: int
+    defender_id: Id
 
 
 class Device(Model):
@@ -157,7 +177,7 @@ class RecipientRole(enum.StrEnum):
 class ContactIn(Input):
     name: Name
     channel_url: str = Field(description="Notifier URL, e.g. mailto://... or tgram://...")
-    defender_id: int | None = Field(
+    defender_id: Id | None = Field(
         default=None, description="None: organisation-wide (HQ, partners, press...)."
     )
     role: RecipientRole | None = Field(
@@ -396,8 +416,8 @@ class FundState(enum.StrEnum):
 
 
 class FundRequestIn(Input):
-    defender_id: int
-    alarm_id: int | None = Field(default=None, description="The alarm this request follows.")
+    defender_id: Id
+    alarm_id: Id | None = Field(default=None, description="The alarm this request follows.")
     purpose: FundPurpose
     amount: Money
     currency: Currency
@@ -516,7 +536,7 @@ class NeedsIn(Input):
 
 class RegistrationIn(Input):
     kind: ParticipantKind
-    defender_id: int | None = Field(default=None, description="Required for a defender.")
+    defender_id: Id | None = Field(default=None, description="Required for a defender.")
     name: Name | None = Field(default=None, description="Required for a guest.")
     channel_url: str | None = Field(default=None, description="Where announcements go.")
     language: Language = "en"
@@ -567,7 +587,7 @@ class TrainingKit(Model):
 
 
 class TrainingAlarmIn(Input):
-    registration_id: int
+    registration_id: Id
 
 
 class Training(Model):

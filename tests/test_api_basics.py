@@ -107,3 +107,27 @@ def test_a_defender_round_trip(api: ApiHub) -> None:
         assert codes.status_code == 204
         got = client.get(f"/v1/defenders/{defender_id}").json()
     assert got["timezone"] == "Europe/Moscow" and got["codes_set"] is True
+
+
+def test_no_answer_may_be_cached(api: ApiHub) -> None:
+    with api.client() as client:
+        created = client.post("/v1/tokens", json={"name": "cache", "role": "read_only"})
+        missing = client.get("/v1/defenders/999999")
+    assert created.headers["cache-control"] == "no-store"
+    assert missing.headers["cache-control"] == "no-store"
+
+
+def test_nul_characters_are_refused_before_any_database_sees_them(api: ApiHub) -> None:
+    with api.client() as client:
+        response = client.post("/v1/defenders", json={"name": "a\u0000b"})
+    assert response.status_code == 422
+    assert "NUL" in response.json()["errors"][0]["msg"]
+
+
+def test_a_cursor_past_any_id_is_a_400_not_a_database_error(api: ApiHub) -> None:
+    import base64
+
+    huge = base64.urlsafe_b64encode(b"v1:99999999999999999999").decode().rstrip("=")
+    with api.client() as client:
+        response = client.get("/v1/defenders", params={"cursor": huge})
+    assert response.status_code == 400 and response.json()["code"] == "bad_cursor"

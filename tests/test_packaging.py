@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -10,7 +11,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-HUB_ONLY = ("gmqtt", "sqlmodel", "sqlalchemy", "pluggy", "apprise", "psycopg", "hub", "plugins")
+HUB_ONLY = (
+    "gmqtt",
+    "sqlmodel",
+    "sqlalchemy",
+    "pluggy",
+    "apprise",
+    "psycopg",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "hub",
+    "plugins",
+)
 
 BLOCKER = """
 import sys
@@ -36,6 +49,7 @@ def extras() -> dict[str, list[str]]:
         "import devicekit, devicekit.wristband, devicekit.cli, devicekit.schema, devicekit.outbox",
         "from devicekit import Wristband; from devicekit.cli import main",
         "import sdk",
+        "import sdk.errors, sdk.models, sdk.webhooks; from sdk import AsyncClient, Client",
         "import broker",
     ],
 )
@@ -51,5 +65,11 @@ def test_device_and_sdk_extras_do_not_depend_on_the_hub_stack() -> None:
     declared = extras()
     for audience in ("base", "device", "sdk"):
         names = " ".join(declared[audience]).lower()
-        assert not any(dep in names for dep in HUB_ONLY[:6]), (audience, declared[audience])
+        assert not any(dep in names for dep in HUB_ONLY[:9]), (audience, declared[audience])
     assert "natalia[device]" in declared["hub"]
+
+
+def test_the_sdk_needs_only_pydantic_and_httpx() -> None:
+    declared = extras()
+    needed = {re.split(r"[<>=!~\[; ]", dep)[0] for dep in declared["base"] + declared["sdk"]}
+    assert needed == {"pydantic", "httpx"}

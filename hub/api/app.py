@@ -7,6 +7,7 @@ acknowledgement links and health check to the same application (``hub.web``).
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.api import errors
 from hub.api.context import ApiContext
@@ -25,7 +26,33 @@ Errors are RFC 9457 problem details (`application/problem+json`); lists are pagi
 """
 
 
-def create_api(context: ApiContext) -> FastAPI:
+class NoStore:
+    """``Cache-Control: no-store`` on every answer: they hold personal data, tokens, passwords.
+
+    A plain ASGI middleware, so streamed answers (the live event stream) pass through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def create_api(context: ApiContext | None) -> FastAPI:
+    """The API application; ``context`` None builds it only for its OpenAPI document."""
     app = FastAPI(
         title="Natalia hub API",
         version="1.0.0",
@@ -34,8 +61,12 @@ def create_api(context: ApiContext) -> FastAPI:
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
     )
-    app.state.api = context
+    if context is not None:
+        app.state.api = context
     errors.install(app)
+
+    app.add_middleware(NoStore)
+
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=errors.PROBLEM_RESPONSES)
     return app

@@ -15,7 +15,7 @@ from fastapi import Query
 from sqlmodel import Session, col
 
 from hub.api.errors import ApiError
-from sdk.models import Page
+from sdk.models import MAX_ID, Page
 
 T = TypeVar("T")
 
@@ -40,7 +40,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, value = raw.partition(":")
-        if version != "v1" or not value.isdigit():
+        if version != "v1" or not value.isdigit() or len(value) > 10 or int(value) > MAX_ID:
             raise ValueError(raw)
         return int(value)
     except (ValueError, binascii.Error, UnicodeDecodeError):

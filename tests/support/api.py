@@ -7,6 +7,7 @@ timers, web server) on it: the API under test is the one operators run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,3 +92,31 @@ def api_hub(directory: Path, **kwargs: Any) -> Iterator[ApiHub]:
             hub.running.stop()
         finally:
             hub.broker.process.stop()
+
+
+_names = itertools.count(1)
+
+
+def unique(prefix: str) -> str:
+    """A name no other test in this process uses (tests share one hub per module)."""
+    return f"{prefix}-{next(_names)}"
+
+
+def new_defender(client: httpx.Client) -> int:
+    response = client.post("/v1/defenders", json={"name": unique("Defender")})
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
+
+
+def walk(client: httpx.Client, path: str, limit: int, **params: Any) -> list[dict[str, Any]]:
+    """Every item of a paginated list, following next_cursor."""
+    items: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = client.get(path, params=query)
+        assert page.status_code == 200, page.text
+        items += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return items

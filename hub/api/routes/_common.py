@@ -6,10 +6,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from sqlmodel import Session, SQLModel
 
-from hub.admin import AdminError
+from hub.admin import AdminError, DeviceIdTaken
 from hub.api.auth import DbSession, require
 from hub.api.context import ApiContext
 from hub.api.errors import Conflict, Invalid, NotFound
@@ -18,6 +18,7 @@ from hub.api.tokens import Principal
 from hub.escalation import PolicyError
 from hub.lifecycle import LifecycleError
 from hub.plugin_api import InvalidChannelURL
+from sdk.models import MAX_ID
 
 Table = TypeVar("Table", bound=SQLModel)
 __all__ = ["DbSession"]
@@ -29,6 +30,10 @@ def context(request: Request) -> ApiContext:
 
 
 Context = Annotated[ApiContext, Depends(context)]
+
+#: Row ids in paths and filters: bounded, so an absurd number is a 422, not a database error.
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 # One alias per permission, so a route's signature says what it needs.
 OperationsReader = Annotated[Principal, Depends(require(Permission.OPERATIONS_READ))]
@@ -56,6 +61,8 @@ def domain_errors() -> Iterator[None]:
     """The hub's own errors as problems: bad requests are 422, wrong states are 409."""
     try:
         yield
+    except DeviceIdTaken as exc:
+        raise Conflict(str(exc)) from None
     except (AdminError, InvalidChannelURL, PolicyError) as exc:
         raise Invalid(str(exc)) from None
     except LifecycleError as exc:

@@ -12,6 +12,7 @@ from hub.api.routes._common import (
     DbSession,
     OperationsReader,
     OperationsWriter,
+    PathId,
     domain_errors,
     get_or_404,
 )
@@ -68,13 +69,13 @@ def create_defender(
 
 
 @router.get("/{defender_id}", response_model=Defender)
-def get_defender(defender_id: int, session: DbSession, _: OperationsReader) -> Defender:
+def get_defender(defender_id: PathId, session: DbSession, _: OperationsReader) -> Defender:
     return as_defender(session, get_or_404(session, DefenderRow, defender_id, "defender"))
 
 
 @router.patch("/{defender_id}", response_model=Defender)
 def update_defender(
-    defender_id: int, body: DefenderUpdate, ctx: Context, session: DbSession, _: OperationsWriter
+    defender_id: PathId, body: DefenderUpdate, ctx: Context, session: DbSession, _: OperationsWriter
 ) -> Defender:
     row = get_or_404(session, DefenderRow, defender_id, "defender")
     if body.timezone is not None:
@@ -103,7 +104,7 @@ def update_defender(
     summary="Set the cancel and duress codes (stored hashed)",
 )
 def set_codes(
-    defender_id: int, body: DefenderCodes, ctx: Context, session: DbSession, _: OperationsWriter
+    defender_id: PathId, body: DefenderCodes, ctx: Context, session: DbSession, _: OperationsWriter
 ) -> Response:
     get_or_404(session, DefenderRow, defender_id, "defender")
     with domain_errors():

@@ -11,6 +11,7 @@ from hub.api.auth import DbSession, require
 from hub.api.errors import Invalid, NotFound
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.permissions import ROLE_PERMISSIONS, Permission
+from hub.api.routes._common import PathId
 from hub.api.tokens import ApiToken, Principal, TokenError, create_token, revoke_token
 from sdk.models import Me, Page, Token, TokenCreated, TokenIn
 
@@ -63,7 +64,7 @@ def create(
 
 @router.delete("/tokens/{token_id}", response_model=Token, summary="Revoke a token at once")
 def revoke(
-    token_id: int,
+    token_id: PathId,
     request: Request,
     session: DbSession,
     _: Annotated[Principal, Depends(require(Permission.ADMIN))],

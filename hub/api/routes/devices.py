@@ -1,0 +1,105 @@
+"""``/v1/devices``: wristbands. Registering one creates its broker account; the password is in
+that response only (the broker keeps a hash)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import threading
+from typing import Annotated
+
+from fastapi import APIRouter, status
+from fastapi import Path as PathParam
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from devicekit.protocol import ID_RE
+from hub.admin import add_device
+from hub.api.errors import Conflict
+from hub.api.pagination import BadCursor, Cursor, Limit
+from hub.api.routes._common import (
+    Context,
+    DbSession,
+    OperationsReader,
+    OperationsWriter,
+    QueryId,
+    domain_errors,
+    get_or_404,
+)
+from hub.models import Device as DeviceRow
+from sdk.models import Device, DeviceCredentials, DeviceIn, Page
+
+router = APIRouter(prefix="/devices", tags=["devices"])
+
+#: Only what a device id can be (``devicekit.topics``); anything else is a 422.
+DeviceId = Annotated[str, PathParam(pattern=ID_RE.pattern)]
+
+#: One registration at a time in this hub: the broker account is written before the row is
+#: committed, so two concurrent registrations of one id could leave the winner with the loser's
+#: password.
+_registering = threading.Lock()
+
+
+@router.get("", response_model=Page[Device], summary="Wristbands, lowest id first")
+def list_devices(
+    session: DbSession,
+    _: OperationsReader,
+    defender_id: QueryId = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> Page[Device]:
+    # Device ids are strings, so the cursor is the last id itself (the shared paginator's
+    # cursors are integers).
+    query = select(DeviceRow)
+    if defender_id is not None:
+        query = query.where(DeviceRow.defender_id == defender_id)
+    if cursor is not None:
+        query = query.where(col(DeviceRow.id) > _decode(cursor))
+    rows = list(session.exec(query.order_by(col(DeviceRow.id)).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page[Device](
+        items=[Device.model_validate(row) for row in rows],
+        next_cursor=_encode(rows[-1].id) if more else None,
+    )
+
+
+@router.post(
+    "",
+    response_model=DeviceCredentials,
+    status_code=status.HTTP_201_CREATED,
+    summary="Register a wristband and create its broker account; the password is shown once",
+    responses={409: {"description": "The id is already a device or another broker account"}},
+)
+def register_device(
+    body: DeviceIn, ctx: Context, session: DbSession, _: OperationsWriter
+) -> DeviceCredentials:
+    with _registering:
+        try:
+            with domain_errors():
+                creds = add_device(ctx.engine, body.id, body.defender_id, ctx.broker_data_dir)
+        except IntegrityError:  # another hub on the same database registered it meanwhile
+            raise Conflict(f"{body.id!r} was registered meanwhile") from None
+    return DeviceCredentials(
+        device_id=creds.device_id, password=creds.password, broker_reloaded=creds.broker_reloaded
+    )
+
+
+@router.get("/{device_id}", response_model=Device)
+def get_device(device_id: DeviceId, session: DbSession, _: OperationsReader) -> Device:
+    return Device.model_validate(get_or_404(session, DeviceRow, device_id, "device"))
+
+
+def _encode(device_id: str) -> str:
+    return base64.urlsafe_b64encode(f"d1:{device_id}".encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raw = ""
+    version, _, device_id = raw.partition(":")
+    if version != "d1" or not device_id:
+        raise BadCursor("this cursor is not valid; use next_cursor from the last page")
+    return device_id

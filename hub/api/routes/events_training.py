@@ -1,0 +1,97 @@
+"""``/v1/events/{id}/training``: training mode — training wristbands and their test alarms.
+
+Kits are real devices with broker accounts: their passwords are in the response that hands them
+out and nowhere else.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+from sqlmodel import Session
+
+from hub.api.routes._common import Context, DbSession, EventsReader, EventsWriter, PathId
+from hub.api.routes.events import conference_errors, event_of
+from hub.api.views import alarm_view
+from hub.conference import training
+from hub.models import Alarm as AlarmRow
+from sdk.models import Alarm, Training, TrainingAlarmIn, TrainingKit
+
+router = APIRouter(prefix="/events", tags=["events"])
+
+
+def as_training(
+    session: Session, event_id: int, handed: list[training.Kit] | None = None
+) -> Training:
+    event = event_of(session, event_id)
+    session.refresh(event)  # the training functions commit on their own sessions
+    kits = handed if handed is not None else training.kits(session, event_id)
+    return Training(
+        event_id=event_id,
+        active=event.training_active,
+        kits=[
+            TrainingKit(
+                registration_id=kit.registration_id,
+                device_id=kit.device_id,
+                password=kit.password,
+            )
+            for kit in kits
+        ],
+    )
+
+
+@router.get("/{event_id}/training", response_model=Training, summary="Training mode and kits")
+def get_training(event_id: PathId, session: DbSession, _: EventsReader) -> Training:
+    return as_training(session, event_id)
+
+
+@router.post(
+    "/{event_id}/training",
+    response_model=Training,
+    status_code=status.HTTP_201_CREATED,
+    summary="Start training: a wristband for each defender without one (passwords shown once)",
+)
+def start_training(event_id: PathId, ctx: Context, session: DbSession, _: EventsWriter) -> Training:
+    event_of(session, event_id)
+    with conference_errors():
+        kits = training.start_training(ctx.engine, event_id, ctx.broker_data_dir)
+    return as_training(session, event_id, kits)
+
+
+@router.delete(
+    "/{event_id}/training",
+    response_model=Training,
+    summary="End training: every training wristband stops working",
+)
+def end_training(event_id: PathId, ctx: Context, session: DbSession, _: EventsWriter) -> Training:
+    event_of(session, event_id)
+    with conference_errors():
+        training.end_training(ctx.engine, event_id, ctx.broker_data_dir)
+    return as_training(session, event_id)
+
+
+@router.post(
+    "/{event_id}/training/alarms",
+    response_model=Alarm,
+    status_code=status.HTTP_201_CREATED,
+    summary="Run a test alarm from a participant's training wristband",
+)
+def training_alarm(
+    event_id: PathId,
+    body: TrainingAlarmIn,
+    ctx: Context,
+    session: DbSession,
+    principal: EventsWriter,
+) -> Alarm:
+    with conference_errors():
+        alarm_pk = training.run_training_alarm(
+            ctx.engine,
+            ctx.lifecycle,
+            ctx.clock,
+            event_id,
+            body.registration_id,
+            principal.actor,
+        )
+    ctx.on_change()
+    row = session.get(AlarmRow, alarm_pk)
+    assert row is not None
+    return alarm_view(row)

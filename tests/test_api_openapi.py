@@ -28,6 +28,9 @@ def test_every_operation_documents_the_problem_shape_and_needs_a_token() -> None
         for method, operation in operations.items():
             where = f"{method.upper()} {path}"
             assert operation.get("security"), f"{where} declares no token"
-            for status in ("401", "403"):
-                content = operation["responses"][status]["content"]["application/json"]
+            errors = {s: r for s, r in operation["responses"].items() if s[0] in "45"}
+            assert {"401", "403"} <= set(errors), where
+            for response in errors.values():
+                [(media_type, content)] = response["content"].items()
+                assert media_type == "application/problem+json", where
                 assert content["schema"]["$ref"].endswith("/Problem"), where

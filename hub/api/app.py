@@ -6,6 +6,8 @@ acknowledgement links and health check to the same application (``hub.web``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -69,4 +71,24 @@ def create_api(context: ApiContext | None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=errors.PROBLEM_RESPONSES)
+    _document_problems(app)
     return app
+
+
+def _document_problems(app: FastAPI) -> None:
+    """Every error response in the OpenAPI document is what the hub sends: a ``Problem`` as
+    ``application/problem+json`` (FastAPI would say ``application/json``)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            problem = {"schema": {"$ref": "#/components/schemas/Problem"}}
+            for operations in document["paths"].values():
+                for operation in operations.values():
+                    for status, response in operation.get("responses", {}).items():
+                        if status[:1] in ("4", "5"):
+                            response["content"] = {errors.MEDIA_TYPE: problem}
+        return app.openapi_schema or generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]

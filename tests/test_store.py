@@ -150,3 +150,19 @@ def test_refused_cancel_is_shown_once_per_message_and_does_not_stop_the_alarm(
     assert len(events) == 1 and "4711" not in events[0].detail
     stored = store.get_alarm(outcome.alarm_pk)
     assert stored is not None and stored.state == "received"
+
+
+def test_the_sqlite_files_are_readable_by_their_owner_only(tmp_path) -> None:
+    import os
+    import stat
+
+    from hub.db import make_engine
+    from hub.store import Store
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'private.db'}")
+    Store(engine).alarms()  # a connection: WAL and shared-memory files exist now
+    made = sorted(p.name for p in tmp_path.iterdir())
+    assert made == ["private.db", "private.db-shm", "private.db-wal"]
+    for path in tmp_path.iterdir():
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path.name
+    engine.dispose()

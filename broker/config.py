@@ -27,6 +27,24 @@ class BrokerSettings:
     max_packet_size: int = 256 * 1024
     log_to_stdout: bool = False
     run_user: str = field(default_factory=getpass.getuser)
+    #: MQTT over TLS, password login (devices' default). Needs the CA in ``pki/``.
+    tls_port: int | None = None
+    #: MQTT over TLS requiring a client certificate from our CA *and* the password.
+    cert_port: int | None = None
+    tls_bind_address: str = "0.0.0.0"  # noqa: S104 (the TLS listeners face the devices)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_port is not None or self.cert_port is not None
+
+    @property
+    def plain_bind_address(self) -> str:
+        """Where the plain listener binds: loopback only as soon as TLS is configured."""
+        return "127.0.0.1" if self.tls else self.bind_address
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
 
     @property
     def config_file(self) -> Path:
@@ -49,6 +67,10 @@ class BrokerSettings:
         return self.data_dir / "mosquitto.pid"
 
 
+class BrokerConfigError(ValueError):
+    """The broker cannot be configured as asked (e.g. TLS without certificates)."""
+
+
 def render(settings: BrokerSettings) -> Path:
     """Write ``mosquitto.conf``, the ACL and an (empty) password file; return the config path."""
     validate_device_id(settings.hub_user)
@@ -56,7 +78,8 @@ def render(settings: BrokerSettings) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     values = {
         "port": settings.port,
-        "bind_address": settings.bind_address,
+        "bind_address": settings.plain_bind_address,
+        "tls_listeners": _tls_listeners(settings),
         "data_dir": data_dir,
         "password_file": settings.password_file.resolve(),
         "acl_file": settings.acl_file.resolve(),
@@ -73,6 +96,37 @@ def render(settings: BrokerSettings) -> Path:
     if not settings.password_file.exists():
         _write_private(settings.password_file, "")
     return settings.config_file
+
+
+def _tls_listeners(settings: BrokerSettings) -> str:
+    if not settings.tls:
+        return ""
+    pki = settings.pki_dir.resolve()
+    files = {"ca.crt": "cafile", "server.crt": "certfile", "server.key": "keyfile"}
+    files["crl.pem"] = "crlfile"
+    missing = [name for name in files if not (pki / name).exists()]
+    if missing:
+        raise BrokerConfigError(
+            f"TLS is configured but {', '.join(missing)} missing in {pki}: run "
+            "`natalia broker ca init` and `natalia broker cert server --host NAME`"
+        )
+    template = (_HERE / "mosquitto.tls.conf.in").read_text()
+    blocks = []
+    for port, require in ((settings.tls_port, False), (settings.cert_port, True)):
+        if port is None:
+            continue
+        blocks.append(
+            template.format(
+                port=port,
+                bind_address=settings.tls_bind_address,
+                require_certificate="true" if require else "false",
+                what="client certificate from the CA AND password"
+                if require
+                else "password (devices' default)",
+                **{option: pki / name for name, option in files.items()},
+            )
+        )
+    return "\n".join(blocks)
 
 
 def _write_private(path: Path, text: str) -> None:

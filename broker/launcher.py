@@ -60,7 +60,7 @@ class BrokerProcess:
 
     @property
     def host(self) -> str:
-        return self.settings.bind_address
+        return self.settings.plain_bind_address
 
     @property
     def pid(self) -> int | None:

@@ -107,6 +107,54 @@ def add_device(
     return DeviceCredentials(device_id, password, signal_running_broker(settings))
 
 
+@dataclass(frozen=True)
+class DeviceSuspension:
+    """What ``suspend_device`` / ``revoke_device`` did."""
+
+    device_id: str
+    account_removed: bool
+    certificate_serial: int | None  # the certificate put on the CRL, if the device had one
+    broker_reloaded: bool
+
+
+def suspend_device(
+    engine: Engine, device_id: str, broker_data_dir: Path | None
+) -> DeviceSuspension:
+    """Stop a device at once: inactive in the hub, broker account removed, broker reloaded.
+
+    Its client certificate, if it has one, goes on the CRL "on hold" (reversible). On SIGHUP
+    Mosquitto 2 also disconnects a client whose account is gone; should it reconnect by any
+    other way, the hub refuses its messages as from a suspended device and keeps them for HQ.
+    """
+    return _stop_device(engine, device_id, broker_data_dir, "suspended")
+
+
+def revoke_device(engine: Engine, device_id: str, broker_data_dir: Path | None) -> DeviceSuspension:
+    """Suspend the device and revoke its certificate for good (a seized or lost wristband)."""
+    return _stop_device(engine, device_id, broker_data_dir, "revoked")
+
+
+def _stop_device(
+    engine: Engine, device_id: str, broker_data_dir: Path | None, reason: str
+) -> DeviceSuspension:
+    from broker.pki import Pki
+
+    if broker_data_dir is None:
+        raise AdminError("the config has no [broker] data_dir: cannot remove the device account")
+    settings = BrokerSettings(data_dir=broker_data_dir)
+    with Session(engine) as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise AdminError(f"no device {device_id!r}")
+        device.active = False
+        session.add(device)
+        session.commit()
+    removed = PasswordFile(settings.password_file).remove(device_id)
+    pki = Pki(settings.pki_dir)
+    serial = pki.revoke_device(device_id, reason) if pki.ca_cert.exists() else None
+    return DeviceSuspension(device_id, removed, serial, signal_running_broker(settings))
+
+
 def add_contact(
     engine: Engine,
     registry: NotifierRegistry,

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     run_broker = broker.add_parser("run", help="render the config and run mosquitto")
     _add_config(run_broker)
     run_broker.set_defaults(func=commands.broker_run)
+    from hub.commands_pki import add_device_stop_commands, add_pki_commands
+
+    add_pki_commands(broker, _add_config)
 
     hub = groups.add_parser("hub", help="the hub service").add_subparsers(
         dest="action", required=True
@@ -161,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = device.add_parser("list")
     _add_config(listing)
     listing.set_defaults(func=commands.device_list)
+    add_device_stop_commands(device, _add_config)
     try:
         from devicekit.cli import add_commands
     except ImportError:  # the device extra is not installed

@@ -8,6 +8,8 @@ import os
 
 from sqlalchemy.engine import Engine
 
+from broker.config import BrokerConfigError
+from broker.pki import PkiError
 from hub.admin import AdminError
 from hub.api.tokens import TokenError
 from hub.config import ConfigError, HubConfig, load_config
@@ -18,11 +20,13 @@ from hub.plugin_api import InvalidChannelURL, PluginError
 #: Errors shown to the user as one line, without a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
     AdminError,
+    BrokerConfigError,
     ConfigError,
     InvalidChannelURL,
     PluginError,
     FileExistsError,
     LifecycleError,
+    PkiError,
     PolicyError,
     TokenError,
 )
@@ -55,7 +59,14 @@ def broker_run(args: argparse.Namespace) -> int:
     config = _config(args)
     if config.broker.data_dir is None:
         raise ConfigError("[broker] data_dir is not set: run `natalia init DIR` to create one")
-    settings = broker_settings(config.broker.data_dir, config.broker.port, log_to_stdout=True)
+    settings = broker_settings(
+        config.broker.data_dir,
+        config.broker.port,
+        log_to_stdout=True,
+        tls_port=config.broker.tls_port,
+        cert_port=config.broker.cert_port,
+        tls_bind_address=config.broker.tls_bind_address,
+    )
     conf = render(settings)
     binary = find_mosquitto()
     settings.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid

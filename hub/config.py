@@ -52,6 +52,24 @@ class BrokerConfig(_Section):
         default=None,
         description="The broker's data dir (from `natalia init`); device accounts go here.",
     )
+    tls_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Broker TLS listener for devices (password login), e.g. 8883. With a TLS "
+        "port the plain listener binds to 127.0.0.1 only; needs `natalia broker ca init`.",
+    )
+    cert_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Broker TLS listener requiring a client certificate from the broker's CA "
+        "and the password, e.g. 8884.",
+    )
+    tls_bind_address: str = Field(
+        default="0.0.0.0",  # noqa: S104 (the TLS listeners face the devices)
+        description="Where the TLS listeners bind.",
+    )
 
 
 class HttpConfig(_Section):
@@ -84,6 +102,18 @@ class RespondersConfig(_Section):
     max_age_s: int = Field(
         default=1800, ge=60, description="Positions older than this are not used."
     )
+
+
+class RetentionConfig(_Section):
+    """How long positions are kept (see hub/retention.py)."""
+
+    positions_days: float = Field(
+        default=30,
+        gt=0,
+        description="Erase positions this long after an alarm closed (and refused payloads and "
+        "responders' positions this long after they arrived).",
+    )
+    run_every_s: float = Field(default=3600, gt=0, description="How often the hub applies it.")
 
 
 class DeliveryConfig(_Section):
@@ -146,6 +176,7 @@ class HubConfig(_Section):
     responders: RespondersConfig = RespondersConfig()
     health: HealthConfig = HealthConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
+    retention: RetentionConfig = RetentionConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -24,23 +25,28 @@ def make_engine(url: str) -> Engine:
     acked only after this commit).
     """
     if url.startswith("sqlite"):
-        _private_file(make_url(url).database)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     SQLModel.metadata.create_all(engine)
+    if url.startswith("sqlite"):
+        _owner_only(make_url(url).database)
     return engine
 
 
-def _private_file(database: str | None) -> None:
-    """The SQLite file holds positions and names: only its owner may read it (mode 0600; SQLite
-    gives its -wal and -shm files the same mode)."""
+def _owner_only(database: str | None) -> None:
+    """The SQLite files hold positions and names: only their owner may read them (0600).
+
+    Only ``chmod``: opening and closing another descriptor to a database this process has open
+    would drop SQLite's POSIX locks on it (sqlite.org/howtocorrupt.html). SQLite gives the -wal
+    and -shm files it creates later the database file's mode.
+    """
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    fd = os.open(database, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    os.chmod(database, 0o600)
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(database + suffix, 0o600)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -27,6 +27,7 @@ from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
 from hub.mqtt import HubConnection
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
+from hub.retention import apply_retention
 from hub.retry import RetryPolicy
 from hub.store import AlarmOutcome, Store
 from hub.webhooks.sender import WebhookSender
@@ -95,6 +96,7 @@ class Hub:
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self._timer_loop(), name="timers"),
             asyncio.create_task(self.webhooks.run(), name="webhooks"),
+            asyncio.create_task(self._retention_loop(), name="retention"),
         ]
         web = self._web_server()
         web_task = asyncio.create_task(self._serve_web(web), name="web") if web else None
@@ -198,6 +200,22 @@ class Hub:
             )
             log.error("%s", self._fatal)
             self.stop()
+
+    async def _retention_loop(self) -> None:
+        """Erase old positions now and every ``[retention] run_every_s`` (hub/retention.py), on a
+        worker thread: a large erase never holds up the alarm path's database thread."""
+        settings = self.config.retention
+        while True:
+            try:
+                await asyncio.to_thread(
+                    apply_retention,
+                    self.db.store.engine,
+                    self.clock.now(),
+                    timedelta(days=settings.positions_days),
+                )
+            except SQLAlchemyError as exc:
+                log.error("retention: database error (%s); retrying later", type(exc).__name__)
+            await asyncio.sleep(settings.run_every_s)
 
     async def _timer_loop(self) -> None:
         """Timers, silent devices and device acks. Timers are rows: a restart loses nothing."""

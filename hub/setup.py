@@ -23,6 +23,10 @@ port = {port}
 username = "{hub_user}"
 password = "{password}"
 data_dir = "broker"
+# TLS for devices (broker/README.md): `natalia broker ca init`, `natalia broker cert server
+# --host NAME`, then uncomment. With a TLS port the plain port above binds to 127.0.0.1 only.
+# tls_port = 8883     # TLS, password login
+# cert_port = 8884    # TLS, client certificate from the broker's CA and password
 
 [delivery]
 timeout_s = 15        # cut-off for one send
@@ -47,6 +51,10 @@ max_attempts = 12     # then the delivery is kept as dead (GET /v1/webhooks/ID/d
 backoff_base_s = 5    # waits double from here, with jitter ...
 backoff_cap_s = 3600  # ... up to this
 deadline_s = 86400    # a day at most per event
+
+[retention]
+positions_days = 30   # closed alarms' positions, the messages that carried them, refused
+                      # payloads and responders' positions are erased after this many days
 
 [timers]
 tick_s = 1            # how often escalation timers and silent devices are checked
@@ -89,5 +97,20 @@ def init_directory(directory: Path, port: int = 1883, http_port: int = 8080) -> 
     return config_path
 
 
-def broker_settings(data_dir: Path, port: int, log_to_stdout: bool = False) -> BrokerSettings:
-    return BrokerSettings(data_dir=data_dir, port=port, log_to_stdout=log_to_stdout)
+def broker_settings(
+    data_dir: Path,
+    port: int,
+    log_to_stdout: bool = False,
+    *,
+    tls_port: int | None = None,
+    cert_port: int | None = None,
+    tls_bind_address: str = "0.0.0.0",  # noqa: S104 (the TLS listeners face the devices)
+) -> BrokerSettings:
+    return BrokerSettings(
+        data_dir=data_dir,
+        port=port,
+        log_to_stdout=log_to_stdout,
+        tls_port=tls_port,
+        cert_port=cert_port,
+        tls_bind_address=tls_bind_address,
+    )

@@ -104,6 +104,15 @@ class AsyncDevices(AsyncResource):
     async def get(self, device_id: str) -> Device:
         return await self._api.fetch("GET", path("devices", device_id), Device)
 
+    async def suspend(self, device_id: str) -> Device:
+        """Stop a lost or seized wristband at once: its broker account goes, its connection is
+        closed, and whatever still arrives from it is refused and kept for HQ."""
+        return await self._api.fetch("POST", path("devices", device_id, "suspend"), Device)
+
+    async def revoke(self, device_id: str) -> Device:
+        """:meth:`suspend`, and its client certificate (if any) is revoked for good."""
+        return await self._api.fetch("POST", path("devices", device_id, "revoke"), Device)
+
     async def list(
         self,
         *,

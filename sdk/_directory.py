@@ -106,6 +106,15 @@ class Devices(Resource):
     def get(self, device_id: str) -> Device:
         return self._api.fetch("GET", path("devices", device_id), Device)
 
+    def suspend(self, device_id: str) -> Device:
+        """Stop a lost or seized wristband at once: its broker account goes, its connection is
+        closed, and whatever still arrives from it is refused and kept for HQ."""
+        return self._api.fetch("POST", path("devices", device_id, "suspend"), Device)
+
+    def revoke(self, device_id: str) -> Device:
+        """:meth:`suspend`, and its client certificate (if any) is revoked for good."""
+        return self._api.fetch("POST", path("devices", device_id, "revoke"), Device)
+
     def list(
         self,
         *,

@@ -374,3 +374,24 @@ def test_list_limits_are_checked(api: ApiHub, path: str) -> None:
         assert client.get(path, params={"limit": 0}).status_code == 422
         assert client.get(path, params={"limit": 201}).status_code == 422
         assert client.get(path, params={"limit": 1}).status_code == 200
+
+
+def test_a_seized_wristband_is_suspended_or_revoked_at_once(api: ApiHub) -> None:
+    with api.client(ApiRole.HQ) as client:
+        defender_id = new_defender(client)
+        ids = [unique("wb-seized"), unique("wb-lost"), unique("wb-kept")]
+        passwords = {}
+        for device_id in ids:
+            made = client.post("/v1/devices", json={"id": device_id, "defender_id": defender_id})
+            passwords[device_id] = made.json()["password"]
+        suspended = client.post(f"/v1/devices/{ids[0]}/suspend")
+        revoked = client.post(f"/v1/devices/{ids[1]}/revoke")
+        unknown = client.post("/v1/devices/no-such-device/suspend")
+        kept = client.get(f"/v1/devices/{ids[2]}").json()
+    assert suspended.status_code == 200 and suspended.json()["active"] is False
+    assert revoked.status_code == 200 and revoked.json()["active"] is False
+    assert unknown.status_code == 404
+    assert kept["active"] is True
+    wait_until(lambda: not accepts_login(api, ids[0], passwords[ids[0]]))
+    assert not accepts_login(api, ids[1], passwords[ids[1]])
+    assert accepts_login(api, ids[2], passwords[ids[2]])

@@ -46,6 +46,8 @@ ROUTES = {
     ("GET", "/v1/devices"): "operations:read",
     ("POST", "/v1/devices"): "operations:write",
     ("GET", "/v1/devices/{device_id}"): "operations:read",
+    ("POST", "/v1/devices/{device_id}/suspend"): "operations:write",
+    ("POST", "/v1/devices/{device_id}/revoke"): "operations:write",
     ("GET", "/v1/contacts"): "operations:read",
     ("POST", "/v1/contacts"): "operations:write",
     ("GET", "/v1/contacts/{contact_id}"): "operations:read",

@@ -180,3 +180,14 @@ def test_invalid_arguments_fail_before_any_request(sdk: Both) -> None:
     with pytest.raises(pydantic.ValidationError):
         sdk(lambda c: c.defenders.set_codes(1, cancel_code="1", duress_code="2"))
     assert sdk(lambda c: c.defenders.list(limit=200)).items == before
+
+
+def test_a_device_is_suspended_and_revoked(sdk: Both) -> None:
+    defender = sdk(lambda c: c.defenders.create(name=unique("Wearer")))
+    first, second = unique("wb-stop"), unique("wb-stop")
+    sdk(lambda c: c.devices.create(device_id=first, defender_id=defender.id))
+    sdk(lambda c: c.devices.create(device_id=second, defender_id=defender.id))
+    assert sdk(lambda c: c.devices.suspend(first)).active is False
+    assert sdk(lambda c: c.devices.revoke(second)).active is False
+    with pytest.raises(NotFoundError):
+        sdk(lambda c: c.devices.suspend(unique("nobody")))

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import threading
+from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, status
 from fastapi import Path as PathParam
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from devicekit.protocol import ID_RE
+from hub import admin
 from hub.admin import add_device
+from hub.api.context import ApiContext
 from hub.api.errors import Conflict
 from hub.api.pagination import BadCursor, Cursor, Limit
 from hub.api.routes._common import (
@@ -26,8 +32,11 @@ from hub.api.routes._common import (
     domain_errors,
     get_or_404,
 )
+from hub.api.tokens import Principal
 from hub.models import Device as DeviceRow
 from sdk.models import Device, DeviceCredentials, DeviceIn, Page
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
@@ -87,6 +96,44 @@ def register_device(
 
 @router.get("/{device_id}", response_model=Device)
 def get_device(device_id: DeviceId, session: DbSession, _: OperationsReader) -> Device:
+    return Device.model_validate(get_or_404(session, DeviceRow, device_id, "device"))
+
+
+@router.post(
+    "/{device_id}/suspend",
+    response_model=Device,
+    summary="Stop a wristband at once: broker account removed, connection closed",
+)
+def suspend_device(
+    device_id: DeviceId, ctx: Context, session: DbSession, principal: OperationsWriter
+) -> Device:
+    """For a lost or seized wristband. What still arrives from it is refused and kept for HQ."""
+    return _stop(ctx, session, device_id, principal, admin.suspend_device)
+
+
+@router.post(
+    "/{device_id}/revoke",
+    response_model=Device,
+    summary="Suspend a wristband and revoke its certificate for good",
+)
+def revoke_device(
+    device_id: DeviceId, ctx: Context, session: DbSession, principal: OperationsWriter
+) -> Device:
+    return _stop(ctx, session, device_id, principal, admin.revoke_device)
+
+
+def _stop(
+    ctx: ApiContext,
+    session: Session,
+    device_id: str,
+    principal: Principal,
+    stop: Callable[[Engine, str, Path | None], admin.DeviceSuspension],
+) -> Device:
+    get_or_404(session, DeviceRow, device_id, "device")
+    with domain_errors():
+        stop(ctx.engine, device_id, ctx.broker_data_dir)
+    log.warning("device %s stopped (%s) by %s", device_id, stop.__name__, principal.actor)
+    session.expire_all()
     return Device.model_validate(get_or_404(session, DeviceRow, device_id, "device"))
 
 

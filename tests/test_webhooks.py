@@ -11,19 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from broker import free_port
 from hub.actions import AlarmActions
-from hub.api.tokens import create_token
-from hub.config import HttpConfig, WebhooksConfig
+from hub.config import WebhooksConfig
 from hub.db import make_engine
 from sdk.models import ApiRole, WebhookEvent
 from sdk.webhooks import verify_signature
-from tests.support.api import ApiHub
+from tests.support.api import ApiHub, start_hub_with_api
 from tests.support.brokers import RunningBroker, start_broker
-from tests.support.hubs import RunningHub, hub_config
 from tests.support.live import raise_alarm
 from tests.support.receivers import HTTPReceiver, ReceivedRequest, wait_until
 
@@ -36,25 +32,8 @@ FAST_RETRIES = WebhooksConfig(
 
 
 def start_hub(broker: RunningBroker, database_url: str) -> ApiHub:
-    """A hub with its API and ``FAST_RETRIES`` webhooks (``tests.support.api`` has no knob)."""
-    port = free_port()
-    config = hub_config(broker, database_url)
-    config.http = HttpConfig(enabled=True, port=port, public_url=f"http://127.0.0.1:{port}")
-    config.webhooks = FAST_RETRIES
-    running = RunningHub(config).start()
-    base_url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: _up(base_url))
-    engine = make_engine(database_url)
-    tokens = {role: create_token(engine, f"test-{role.value}", role)[1] for role in ApiRole}
-    engine.dispose()
-    return ApiHub(broker, running, base_url, database_url, tokens)
-
-
-def _up(base_url: str) -> bool:
-    try:
-        return httpx.get(f"{base_url}/healthz", timeout=1).status_code in (200, 503)
-    except httpx.TransportError:
-        return False
+    """A hub with its API and ``FAST_RETRIES`` webhooks."""
+    return start_hub_with_api(broker, database_url, webhooks=FAST_RETRIES)
 
 
 @pytest.fixture(scope="module")

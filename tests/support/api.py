@@ -17,7 +17,7 @@ import httpx
 
 from broker import free_port
 from hub.api.tokens import create_token
-from hub.config import HttpConfig
+from hub.config import HttpConfig, WebhooksConfig
 from hub.db import make_engine
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from sdk.models import ApiRole
@@ -49,20 +49,38 @@ def start_api_hub(
     registry: NotifierRegistry | None = None,
     plugins: dict[str, dict[str, Any]] | None = None,
 ) -> ApiHub:
+    """A new broker in ``directory`` and a hub with its API on it."""
     broker = start_broker(directory / "broker")
-    database_url = database_url or f"sqlite:///{directory / 'natalia.db'}"
+    try:
+        return start_hub_with_api(
+            broker,
+            database_url or f"sqlite:///{directory / 'natalia.db'}",
+            registry=registry,
+            plugins=plugins,
+        )
+    except BaseException:
+        broker.process.stop()
+        raise
+
+
+def start_hub_with_api(
+    broker: RunningBroker,
+    database_url: str,
+    registry: NotifierRegistry | None = None,
+    plugins: dict[str, dict[str, Any]] | None = None,
+    webhooks: WebhooksConfig | None = None,
+) -> ApiHub:
+    """A hub with its API on ``broker`` (e.g. a second hub, or one restarted on the same data)."""
     port = free_port()
     config = hub_config(broker, database_url, plugins=plugins)
     config.http = HttpConfig(enabled=True, port=port, public_url=f"http://127.0.0.1:{port}")
+    if webhooks is not None:
+        config.webhooks = webhooks
     if registry is None:
         registry = NotifierRegistry.from_plugins(
             get_plugin_manager(load_entry_points=False), config.plugins
         )
-    try:
-        running = RunningHub(config, registry=registry).start()
-    except BaseException:
-        broker.process.stop()
-        raise
+    running = RunningHub(config, registry=registry).start()
     base_url = f"http://127.0.0.1:{port}"
     _wait_for_http(base_url)
     engine = make_engine(database_url)

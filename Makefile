@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test fuzz lint format bench clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,16 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The long run of the property-based tests of every parser (tests/test_fuzz_*.py): random seeds,
+# FUZZ_EXAMPLES cases per property of weight 1, at least 100,000 cases in all (else it fails);
+# prints the number of cases per test and in total. A failure prints its reproduction and is
+# replayed first next time (.hypothesis/). The normal suite runs the same tests, derandomized.
+FUZZ_EXAMPLES ?= 2500
+fuzz: setup
+	NATALIA_HYPOTHESIS_PROFILE=fuzz NATALIA_HYPOTHESIS_EXAMPLES=$(FUZZ_EXAMPLES) \
+	NATALIA_FUZZ_MIN_CASES=100000 $(BIN)/python -m pytest -p tests.support.hypothesis \
+	--timeout=3600 --hypothesis-show-statistics tests/test_fuzz_*.py $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -74,6 +74,11 @@ class BrokerConfigError(ValueError):
 def render(settings: BrokerSettings) -> Path:
     """Write ``mosquitto.conf``, the ACL and an (empty) password file; return the config path."""
     validate_device_id(settings.hub_user)
+    for name in ("data_dir", "bind_address", "tls_bind_address", "session_expiry", "run_user"):
+        if any(char in str(getattr(settings, name)) for char in "\r\n\x00"):
+            raise BrokerConfigError(
+                f"{name} must not hold a line break or NUL: it would add a line"
+            )
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     values = {

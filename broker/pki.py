@@ -11,6 +11,11 @@ revocation.
 | ``devices/<id>.key`` / ``.crt`` | a device's client certificate, CN = the device id |
 | ``crl.pem`` | the revocation list Mosquitto checks (``crlfile``) |
 | ``revoked.json`` | what the CRL lists: serial, device id, reason, time |
+| ``retired/ca.key`` / ``.crt`` | the previous CA during a CA rollover (``rollover``, ``retire``) |
+
+During a rollover ``ca.crt`` holds the new CA certificate first (the one ``ca.key`` signs with)
+and then the retired one, so the broker and devices trust both, and ``crl.pem`` holds one CRL
+signed by each CA, both listing every revocation.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devicekit.topics import validate_device_id
@@ -142,13 +149,55 @@ class Pki:
         self.write_crl()
         return self.ca_cert
 
-    def _load_ca(self) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        if not self.ca_key.exists() or not self.ca_cert.exists():
-            raise PkiError(f"no CA in {self.directory}: run `natalia broker ca init` first")
-        key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+    def _load_ca(
+        self, directory: Path | None = None
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        """The CA key and certificate (the first one in ``ca.crt``) in ``directory``."""
+        directory = directory or self.directory
+        key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+        if not key_path.exists() or not cert_path.exists():
+            raise PkiError(f"no CA in {directory}: run `natalia broker ca init` first")
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise PkiError(f"{self.ca_key} is not an EC key")
-        return key, x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+            raise PkiError(f"{key_path} is not an EC key")
+        return key, x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+
+    # -- CA rollover ------------------------------------------------------------------------
+
+    @property
+    def retired_dir(self) -> Path:
+        return self.directory / "retired"
+
+    def rollover(self, name: str = "Natalia broker CA", days: int = CA_DAYS) -> Path:
+        """Start a CA rollover: a new CA issues from now on; the old one stays trusted.
+
+        The old CA moves to ``retired/``; ``ca.crt`` becomes new + old and ``crl.pem`` a CRL of
+        each. The server certificate is left as it is: re-issue it only once every device
+        trusts the new CA (broker/README.md, "CA rollover"), then :meth:`retire` the old one.
+        """
+        if self.retired_dir.exists():
+            raise PkiError(
+                f"a CA rollover is under way ({self.retired_dir}): finish it with "
+                "`natalia broker ca retire` first"
+            )
+        old_pem = self._load_ca()[1].public_bytes(serialization.Encoding.PEM)
+        self.retired_dir.mkdir(mode=0o700)
+        os.replace(self.ca_key, self.retired_dir / "ca.key")
+        _write(self.retired_dir / "ca.crt", old_pem, 0o644)
+        self.ca_cert.unlink()
+        self.init_ca(name, days)
+        _write(self.ca_cert, self.ca_cert.read_bytes() + old_pem, 0o644)
+        return self.ca_cert
+
+    def retire(self) -> Path:
+        """End a CA rollover: trust only the new CA; the old CA's key is deleted."""
+        if not self.retired_dir.exists():
+            raise PkiError("no CA rollover under way: start one with `natalia broker ca rollover`")
+        current = self._load_ca()[1].public_bytes(serialization.Encoding.PEM)
+        _write(self.ca_cert, current, 0o644)
+        shutil.rmtree(self.retired_dir)
+        self.write_crl()
+        return self.ca_cert
 
     # -- certificates -----------------------------------------------------------------------
 
@@ -172,9 +221,16 @@ class Pki:
         )
         return self.server_cert
 
-    def issue_device(self, device_id: str, days: int = DEVICE_DAYS) -> Path:
-        """(Re)issue a device's client certificate (CN = device id); a previous one is revoked."""
+    def issue_device(
+        self, device_id: str, days: int = DEVICE_DAYS, csr: bytes | None = None
+    ) -> Path:
+        """(Re)issue a device's client certificate (CN = device id); a previous one is revoked.
+
+        With ``csr`` (PEM) the certificate is for the key pair the device made itself: its
+        private key never leaves the device, and no key file is written here.
+        """
         validate_device_id(device_id)
+        public_key = None if csr is None else csr_public_key(csr, device_id)
         old = self.device_serial(device_id)
         self._issue(
             self.device_key(device_id),
@@ -183,6 +239,7 @@ class Pki:
             days,
             ExtendedKeyUsageOID.CLIENT_AUTH,
             None,
+            public_key,
         )
         if old is not None:
             self._add_revocation(old, device_id, "superseded")
@@ -196,16 +253,18 @@ class Pki:
         days: int,
         usage: x509.ObjectIdentifier,
         san: x509.SubjectAlternativeName | None,
+        public_key: CertificatePublicKeyTypes | None = None,
     ) -> None:
+        """Sign a certificate for ``public_key``, or for a new key written to ``key_path``."""
         ca_key, ca_cert = self._load_ca()
-        key = ec.generate_private_key(ec.SECP256R1())
+        key = ec.generate_private_key(ec.SECP256R1()) if public_key is None else None
         now = datetime.now(UTC)
         not_after = min(now + timedelta(days=days), ca_cert.not_valid_after_utc)
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
+            .public_key(key.public_key() if key is not None else public_key)  # type: ignore[arg-type]
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5))
             .not_valid_after(not_after)
@@ -219,7 +278,10 @@ class Pki:
             builder = builder.add_extension(san, critical=False)
         cert = builder.sign(ca_key, hashes.SHA256())
         key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_key(key_path, key)
+        if key is not None:
+            _write_key(key_path, key)
+        else:  # the device holds its key: nothing of an earlier one may stay here
+            key_path.unlink(missing_ok=True)
         _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
     def device_serial(self, device_id: str) -> int | None:
@@ -252,13 +314,42 @@ class Pki:
             entries[serial] = Revocation(
                 serial, device_id, reason, datetime.now(UTC).isoformat(timespec="seconds")
             )
-        text = json.dumps([asdict(r) for r in entries.values()], indent=1)
+        self._save_revocations(entries.values())
+
+    def release_hold(self, device_id: str) -> int | None:
+        """Take the device's current certificate off the CRL if it is only on hold (suspended).
+
+        Returns its serial, or None when it was not on hold; a revoked or superseded
+        certificate stays on the CRL for good.
+        """
+        serial = self.device_serial(device_id)
+        entries = {r.serial: r for r in self.revocations()}
+        if serial is None or serial not in entries or entries[serial].reason != "suspended":
+            return None
+        del entries[serial]
+        self._save_revocations(entries.values())
+        return serial
+
+    def _save_revocations(self, entries: Iterable[Revocation]) -> None:
+        text = json.dumps([asdict(r) for r in entries], indent=1)
         _write(self.revoked_file, text.encode(), 0o600)
         self.write_crl()
 
     def write_crl(self, days: int = CRL_DAYS) -> Path:
-        """Sign a fresh CRL listing every revocation (also to renew it before it lapses)."""
-        ca_key, ca_cert = self._load_ca()
+        """Sign a fresh CRL listing every revocation (also to renew it before it lapses).
+
+        During a CA rollover the retired CA signs a second one with the same entries: OpenSSL
+        checks a client certificate against the CRL of its own issuer.
+        """
+        signers = [self.directory] + ([self.retired_dir] if self.retired_dir.exists() else [])
+        pem = b"".join(self._signed_crl(self._load_ca(signer), days) for signer in signers)
+        _write(self.crl, pem, 0o644)
+        return self.crl
+
+    def _signed_crl(
+        self, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], days: int
+    ) -> bytes:
+        ca_key, ca_cert = ca
         now = datetime.now(UTC)
         builder = (
             x509.CertificateRevocationListBuilder()
@@ -275,9 +366,34 @@ class Pki:
                 .build()
             )
             builder = builder.add_revoked_certificate(revoked)
-        crl = builder.sign(ca_key, hashes.SHA256())
-        _write(self.crl, crl.public_bytes(serialization.Encoding.PEM), 0o644)
-        return self.crl
+        return builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def csr_public_key(pem: bytes, device_id: str) -> CertificatePublicKeyTypes:
+    """The public key of a device's certificate signing request, once it is checked: a valid
+    PEM CSR, signed by its own key (proof that the device holds it), CN = ``device_id``, and an
+    EC P-256/P-384 or RSA >= 2048-bit key. ``PkiError`` otherwise."""
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+    except ValueError:
+        raise PkiError(
+            "not a PEM certificate signing request (-----BEGIN CERTIFICATE REQUEST)"
+        ) from None
+    if not csr.is_signature_valid:
+        raise PkiError("the CSR's signature is wrong: it was not signed by the key it carries")
+    names = [str(a.value) for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if names != [device_id]:
+        raise PkiError(f"the CSR's common name must be the device id {device_id!r}, not {names}")
+    key = csr.public_key()
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in ("secp256r1", "secp384r1"):
+            raise PkiError(f"EC curve {key.curve.name} is not accepted: use P-256 or P-384")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise PkiError(f"an RSA key of {key.key_size} bits is too weak: use 2048 or more")
+    else:
+        raise PkiError(f"{type(key).__name__} keys are not accepted: use EC P-256 or RSA")
+    return key
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:

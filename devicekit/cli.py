@@ -31,6 +31,7 @@ EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 
 PASSWORD_ENV = "NATALIA_DEVICE_PASSWORD"  # noqa: S105 (a variable name)
+KEY_ENV = "NATALIA_DEVICE_KEY"
 HOST_ENV = "NATALIA_MQTT_HOST"
 PORT_ENV = "NATALIA_MQTT_PORT"
 DEVICE_ID_ENV = "NATALIA_DEVICE_ID"
@@ -80,6 +81,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction[Any]) -> None:
         help=f"MQTT password; prefer env {PASSWORD_ENV}, which other users cannot see in ps",
     )
     parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="encrypt payloads with the device key (PROTOCOL.md 5.5); the signing key itself "
+        f"comes from env {KEY_ENV} only",
+    )
+    parser.add_argument(
         "--state-dir",
         type=Path,
         default=None,
@@ -114,6 +121,12 @@ def _add_simulate(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--tls", action="store_true", help="use TLS, verifying the broker with the system CAs"
     )
     parser.add_argument("--cafile", type=Path, help="use TLS, verifying the broker with this CA")
+    parser.add_argument(
+        "--bundle",
+        type=Path,
+        help="the device's provisioning bundle (`natalia device provision`): device id, "
+        "password, key, broker address and TLS come from it",
+    )
     parser.set_defaults(func=run_simulate)
 
 
@@ -135,6 +148,8 @@ def run_simulate(args: argparse.Namespace) -> int:
         band = Wristband(
             settings.device_id,
             settings.password,
+            key=settings.key,
+            encrypt=args.encrypt or settings.encrypt,
             host=settings.host,
             port=settings.port,
             state_dir=settings.state_dir,
@@ -190,17 +205,26 @@ class _SimulateSettings:
 
     device_id: str
     password: str
+    key: str
     host: str
     port: int
     state_dir: Path
     position: Position | None
     tls: ssl.SSLContext | None
+    encrypt: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> _SimulateSettings:
         """Check ``args``; raise ``ValueError`` saying what to fix."""
+        from devicekit.signing import parse_key
         from devicekit.topics import validate_device_id
 
+        if args.wait <= 0 or args.resend_interval <= 0:
+            raise ValueError("--wait and --resend-interval must be > 0 seconds")
+        if args.battery is not None and not 0 <= args.battery <= 100:
+            raise ValueError("--battery must be 0-100")
+        if args.bundle is not None:
+            return cls._from_bundle(args)
         env = os.environ
         device_id = args.device_id or env.get(DEVICE_ID_ENV)
         if not device_id:
@@ -208,22 +232,45 @@ class _SimulateSettings:
         password = args.password or env.get(PASSWORD_ENV)
         if not password:
             raise ValueError(f"set {PASSWORD_ENV} (or give --password)")
+        key = env.get(KEY_ENV)
+        if not key:
+            raise ValueError(f"set {KEY_ENV} to the device's signing key (64 hex characters)")
+        parse_key(key)
         try:
             port = args.port or int(env.get(PORT_ENV) or 1883)
         except ValueError:
             raise ValueError(f"{PORT_ENV} must be a port number") from None
-        if args.wait <= 0 or args.resend_interval <= 0:
-            raise ValueError("--wait and --resend-interval must be > 0 seconds")
-        if args.battery is not None and not 0 <= args.battery <= 100:
-            raise ValueError("--battery must be 0-100")
         return cls(
             device_id=validate_device_id(device_id),
             password=password,
+            key=key,
             host=args.host or env.get(HOST_ENV) or "127.0.0.1",
             port=port,
             state_dir=_state_dir(args, device_id),
             position=_position(args),
             tls=_tls(args),
+        )
+
+    @classmethod
+    def _from_bundle(cls, args: argparse.Namespace) -> _SimulateSettings:
+        """Settings from ``--bundle``; ``--host``, ``--port`` and ``--cafile`` still override."""
+        from devicekit.bundle import load_bundle
+
+        try:
+            bundle = load_bundle(args.bundle)
+            tls = _tls(args) or bundle.tls_context()
+        except OSError as exc:
+            raise ValueError(f"cannot use --bundle {args.bundle}: {exc.strerror or exc}") from None
+        return cls(
+            device_id=bundle.device_id,
+            password=bundle.password,
+            key=bundle.key,
+            host=args.host or bundle.host,
+            port=args.port or bundle.port,
+            state_dir=_state_dir(args, bundle.device_id),
+            position=_position(args),
+            tls=tls,
+            encrypt=bundle.encrypt,
         )
 
 

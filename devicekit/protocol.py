@@ -60,12 +60,34 @@ class AckStage(enum.StrEnum):
     CANCELLED = "cancelled"  #: the defender's cancel was accepted
 
 
+def in_utc_range(value: datetime) -> datetime:
+    """``value`` if it is still a time once converted to UTC (0001-01-01T00:00+05:00 is not)."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the time is out of range once converted to UTC") from None
+    return value
+
+
 class _Message(BaseModel):
     # strict: "1" is not a number and 1700000000 is not a timestamp; JSON strings still parse
     # as RFC 3339 times and enum values.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     v: Literal[1] = Field(default=1, description="Protocol version.")
+
+    @field_validator("v", mode="before")
+    @classmethod
+    def _version_is_an_integer(cls, value: Any) -> Any:
+        # Literal[1] alone accepts true and 1.0: both equal 1 in Python.
+        if type(value) is not int:
+            raise ValueError("the protocol version must be the integer 1")
+        return value
+
+    @field_validator("ts", check_fields=False)
+    @classmethod
+    def _ts_in_utc_range(cls, value: datetime) -> datetime:
+        return in_utc_range(value)
 
     def to_payload(self) -> bytes:
         """Serialise to the UTF-8 JSON bytes that go on the wire."""
@@ -83,6 +105,11 @@ class Position(BaseModel):
         ge=0, le=1_000_000, description="Horizontal accuracy radius in metres."
     )
     fix_ts: AwareDatetime = Field(description="When the fix was taken (RFC 3339 with offset).")
+
+    @field_validator("fix_ts")
+    @classmethod
+    def _fix_ts_in_utc_range(cls, value: datetime) -> datetime:
+        return in_utc_range(value)
 
     @field_validator("lat", "lon", "accuracy_m")
     @classmethod
@@ -135,10 +162,15 @@ class Heartbeat(_Message):
 
 
 class Status(_Message):
-    """Device -> hub on ``status`` (retained): ``online`` at connect; last will ``offline``."""
+    """Device -> hub on ``status`` (retained): ``online`` at connect; last will ``offline``.
+
+    The will is signed when the device connects, so its ``ts`` and ``seq`` are from then.
+    """
 
     type: Literal["status"] = "status"
     state: Literal["online", "offline"]
+    ts: AwareDatetime
+    seq: Sequence
 
 
 class HubAck(_Message):

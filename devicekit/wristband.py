@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from devicekit.bundle import ProvisioningBundle, load_bundle
 from devicekit.outbox import STAGE_RANK, Outbox, PendingMessage
 from devicekit.protocol import (
     AckStage,
@@ -49,6 +50,7 @@ from devicekit.protocol import (
     Status,
     utcnow,
 )
+from devicekit.signing import SignatureError, encrypt, parse_key, sign, verify
 from devicekit.topics import parse_topic, topic, validate_device_id
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,8 @@ class Wristband:
         device_id: str,
         password: str,
         *,
+        key: str,
+        encrypt: bool = False,
         state_dir: str | os.PathLike[str],
         host: str = "127.0.0.1",
         port: int = 1883,
@@ -108,6 +112,8 @@ class Wristband:
         if session_expiry <= 0:
             raise ValueError("session_expiry must be > 0, or the broker drops acks sent while away")
         self.device_id = validate_device_id(device_id)
+        self._key = parse_key(key)
+        self.encrypt = encrypt
         self.host, self.port = host, port
         self.resend_interval = resend_interval
         self.keepalive = keepalive
@@ -177,7 +183,7 @@ class Wristband:
         if self._resender is not None:
             self._resender.join()
         if self._client.is_connected():
-            info = self._publish("status", Status(state="offline").to_payload(), retain=True)
+            info = self._publish("status", self._status("offline"), retain=True)
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
@@ -334,7 +340,7 @@ class Wristband:
             client.tls_set_context(tls)
         client.will_set(
             topic(self.device_id, "status"),
-            Status(state="offline").to_payload(),
+            self._seal("status", self._status("offline")),
             qos=QOS,
             retain=True,
         )
@@ -362,7 +368,7 @@ class Wristband:
             return
         log.info("connected to %s:%s", self.host, self.port)
         client.subscribe([(topic(self.device_id, "ack"), QOS), (topic(self.device_id, "cmd"), QOS)])
-        self._publish("status", Status(state="online").to_payload(), retain=True)
+        self._publish("status", self._status("online"), retain=True)
         self._connected.set()
         self._resend_all()
 
@@ -381,10 +387,15 @@ class Wristband:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
             channel = parse_topic(message.topic).channel
+            # Only the hub knows the key: an ack or command it did not sign is ignored, so whoever
+            # controls the broker cannot stop the re-sends of an alarm the hub never stored.
+            body = verify(self._key, message.topic, bytes(message.payload))
             if channel == "ack":
-                self._handle_ack(HubAck.model_validate_json(message.payload))
+                self._handle_ack(HubAck.model_validate_json(body))
             elif channel == "cmd":
-                self._handle_command(Command.model_validate_json(message.payload))
+                self._handle_command(Command.model_validate_json(body))
+        except SignatureError as exc:
+            log.warning("ignored a message on %s: %s", message.topic, exc)
         except ValidationError as exc:
             # Field paths and error types only: the input may hold data we must not log.
             reasons = "; ".join(
@@ -434,9 +445,21 @@ class Wristband:
         else:
             log.info("%s sent", label)
 
+    def _status(self, state: Literal["online", "offline"]) -> bytes:
+        status = Status(state=state, ts=utcnow(), seq=self._open_outbox.next_seq())
+        return status.to_payload()
+
+    def _seal(self, channel: str, body: bytes) -> bytes:
+        """Encrypt (if configured) and sign ``body`` for ``channel`` (PROTOCOL.md 5.5)."""
+        name = topic(self.device_id, channel)
+        if self.encrypt:
+            body = encrypt(self._key, name, body)
+        return sign(self._key, name, body)
+
     def _publish(
-        self, channel: str, payload: bytes, *, retain: bool = False, label: str | None = None
+        self, channel: str, body: bytes, *, retain: bool = False, label: str | None = None
     ) -> mqtt.MQTTMessageInfo:
+        payload = self._seal(channel, body)
         info = self._client.publish(topic(self.device_id, channel), payload, QOS, retain)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             log.warning("publish on %s failed: %s", channel, mqtt.error_string(info.rc))
@@ -482,6 +505,34 @@ class Wristband:
             f"{what} within {timeout:.3g} s ({got}; {link}); "
             "what is pending stays stored and is re-sent until the hub acks it"
         )
+
+    @classmethod
+    def from_bundle(
+        cls,
+        bundle: ProvisioningBundle | str | os.PathLike[str],
+        *,
+        state_dir: str | os.PathLike[str],
+        **kwargs: Any,
+    ) -> Wristband:
+        """A wristband set up from its provisioning bundle (``natalia device provision``).
+
+        ``bundle`` is the bundle, its file's path or its JSON text (a scanned QR code). Host,
+        port, key, ``encrypt`` and a TLS context that verifies the broker with the bundle's CA
+        (and presents the client certificate when the bundle has one) come from it; any other
+        constructor argument, or one of these to override, goes in ``kwargs``.
+        """
+        if not isinstance(bundle, ProvisioningBundle):
+            bundle = load_bundle(bundle)
+        options: dict[str, Any] = {
+            "host": bundle.host,
+            "port": bundle.port,
+            "key": bundle.key,
+            "encrypt": bundle.encrypt,
+        }
+        options.update(kwargs)
+        if "tls" not in options:
+            options["tls"] = bundle.tls_context()
+        return cls(bundle.device_id, bundle.password, state_dir=state_dir, **options)
 
 
 def _run_callback(name: str, callback: Callable[[Any], None], argument: Any) -> None:

@@ -19,7 +19,16 @@ from hub import supervision
 from hub.clock import Clock, SystemClock
 from hub.codes import token_hash
 from hub.lifecycle import FIRST_MESSAGE_KINDS, Lifecycle, LifecycleError, event
-from hub.models import CLOSED_STATES, Alarm, AlarmState, Defender, Delivery, DeviceAck, Timer
+from hub.models import (
+    CLOSED_STATES,
+    Alarm,
+    AlarmState,
+    Defender,
+    Delivery,
+    Device,
+    DeviceAck,
+    Timer,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class PendingAck:
     device_id: str
     alarm_id: str
     stage: str
+    key: str | None  #: the device's key, which signs the ack; a secret
 
 
 @dataclass(frozen=True)
@@ -193,10 +203,18 @@ class AlarmActions:
                 .order_by(col(DeviceAck.id))
                 .limit(limit)
             )
+            rows = [row for row in session.exec(query) if row.id is not None]
+            keys = {
+                device.id: device.key
+                for device in session.exec(
+                    select(Device).where(col(Device.id).in_({row.device_id for row in rows}))
+                )
+            }
             return [
-                PendingAck(row.id, row.device_id, row.alarm_id, row.stage)
-                for row in session.exec(query)
-                if row.id is not None
+                PendingAck(
+                    row.id or 0, row.device_id, row.alarm_id, row.stage, keys.get(row.device_id)
+                )
+                for row in rows
             ]
 
     def mark_device_acks_sent(self, ids: list[int]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
@@ -16,11 +17,15 @@ from sqlmodel import Session, select
 from broker.accounts import PasswordFile, generate_password
 from broker.config import BrokerSettings
 from broker.launcher import signal_running_broker
+from devicekit.signing import new_key
 from devicekit.topics import validate_device_id
 from hub.codes import hash_code
 from hub.escalation import load_policy_file, save_policy
 from hub.models import Contact, Defender, Device, Responder, Role
 from hub.plugin_manager import NotifierRegistry
+
+if TYPE_CHECKING:
+    from broker.pki import Pki
 
 
 class AdminError(ValueError):
@@ -37,9 +42,12 @@ class DeviceIdTaken(AdminError):
 
 @dataclass(frozen=True)
 class DeviceCredentials:
+    """What a device needs to connect and sign; the password and key are shown only once."""
+
     device_id: str
     password: str
     broker_reloaded: bool
+    key: str = ""  #: the signing key, 64 hex characters (devicekit.signing)
 
 
 def check_timezone(timezone: str) -> str:
@@ -73,8 +81,14 @@ def add_device(
     defender_id: int,
     broker_data_dir: Path | None,
     password: str | None = None,
+    *,
+    encrypt: bool = False,
 ) -> DeviceCredentials:
-    """Register a wristband and create its broker account; the password is returned once."""
+    """Register a wristband, create its broker account and its signing key.
+
+    The password and the key are returned once; with ``encrypt`` the hub refuses its payloads
+    unless they are encrypted with the key (PROTOCOL.md §5.5).
+    """
     try:
         validate_device_id(device_id)
     except ValueError as exc:
@@ -102,9 +116,10 @@ def add_device(
             )
         password = password or generate_password()
         PasswordFile(settings.password_file).set(device_id, password)
-        session.add(Device(id=device_id, defender_id=defender_id))
+        key = new_key()
+        session.add(Device(id=device_id, defender_id=defender_id, key=key, encrypt=encrypt))
         session.commit()
-    return DeviceCredentials(device_id, password, signal_running_broker(settings))
+    return DeviceCredentials(device_id, password, signal_running_broker(settings), key)
 
 
 @dataclass(frozen=True)
@@ -147,12 +162,101 @@ def _stop_device(
         if device is None:
             raise AdminError(f"no device {device_id!r}")
         device.active = False
+        if reason == "revoked":
+            device.key = None  # its key may be in an adversary's hands: nothing it signs counts
         session.add(device)
         session.commit()
     removed = PasswordFile(settings.password_file).remove(device_id)
     pki = Pki(settings.pki_dir)
     serial = pki.revoke_device(device_id, reason) if pki.ca_cert.exists() else None
     return DeviceSuspension(device_id, removed, serial, signal_running_broker(settings))
+
+
+@dataclass(frozen=True)
+class DeviceResumption:
+    """What ``resume_device`` did; the new password is shown once."""
+
+    device_id: str
+    password: str
+    certificate_serial: int | None  # the certificate taken off hold, if it was on hold
+    broker_reloaded: bool
+
+
+def resume_device(engine: Engine, device_id: str, broker_data_dir: Path | None) -> DeviceResumption:
+    """Undo ``suspend_device``: active again, a NEW broker password, its certificate off hold.
+
+    The signing key and the anti-replay marks stay (the device goes on with its ``seq``). A
+    revoked device cannot come back: its key may be in other hands, so it needs a new identity
+    (``rekey_device``, ``natalia device provision ID --rekey``).
+    """
+    from broker.pki import Pki
+
+    settings = _broker_settings(broker_data_dir)
+    pki = Pki(settings.pki_dir)
+    with Session(engine) as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise AdminError(f"no device {device_id!r}")
+        if device.active:
+            raise AdminError(f"device {device_id!r} is not suspended")
+        if device.key is None or _certificate_revoked(pki, device_id):
+            raise AdminError(
+                f"device {device_id!r} was revoked (or has no signing key) and cannot be "
+                f"resumed: give it a new identity with `natalia device provision {device_id} "
+                "--rekey` and flash the new bundle"
+            )
+        device.active = True
+        session.add(device)
+        session.commit()
+    password = generate_password()
+    PasswordFile(settings.password_file).set(device_id, password)
+    serial = pki.release_hold(device_id) if pki.ca_cert.exists() else None
+    return DeviceResumption(device_id, password, serial, signal_running_broker(settings))
+
+
+def rekey_device(
+    engine: Engine, device_id: str, broker_data_dir: Path | None, *, encrypt: bool | None = None
+) -> DeviceCredentials:
+    """A new identity for a registered device: new password, new signing key, active again.
+
+    Its anti-replay marks are reset (the new key starts a new ``seq`` history) and a client
+    certificate it had goes on the CRL (superseded): issue a new one if it needs one. Works
+    for a revoked device too: what the old key signs is refused from now on. ``encrypt``
+    None keeps the device's setting.
+    """
+    from broker.pki import Pki
+
+    settings = _broker_settings(broker_data_dir)
+    key = new_key()
+    with Session(engine) as session:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise AdminError(f"no device {device_id!r}; provision it without --rekey")
+        device.key = key
+        device.alarm_seq = device.telemetry_seq = None
+        device.active = True
+        if encrypt is not None:
+            device.encrypt = encrypt
+        session.add(device)
+        session.commit()
+    password = generate_password()
+    PasswordFile(settings.password_file).set(device_id, password)
+    pki = Pki(settings.pki_dir)
+    if pki.ca_cert.exists():
+        pki.revoke_device(device_id, "superseded")
+    return DeviceCredentials(device_id, password, signal_running_broker(settings), key)
+
+
+def _broker_settings(broker_data_dir: Path | None) -> BrokerSettings:
+    if broker_data_dir is None:
+        raise AdminError("the config has no [broker] data_dir: cannot change device accounts")
+    return BrokerSettings(data_dir=broker_data_dir)
+
+
+def _certificate_revoked(pki: Pki, device_id: str) -> bool:
+    """Whether the device's current certificate is on the CRL as revoked (not only on hold)."""
+    serial = pki.device_serial(device_id) if pki.ca_cert.exists() else None
+    return any(r.serial == serial and r.reason == "revoked" for r in pki.revocations())
 
 
 def add_contact(

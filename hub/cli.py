@@ -159,12 +159,20 @@ def build_parser() -> argparse.ArgumentParser:
     add = device.add_parser("add", help="register a wristband and create its broker account")
     add.add_argument("device_id")
     add.add_argument("--defender", type=int, required=True)
+    add.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="refuse its payloads unless encrypted with its key (hides positions from the broker)",
+    )
     _add_config(add)
     add.set_defaults(func=commands.device_add)
     listing = device.add_parser("list")
     _add_config(listing)
     listing.set_defaults(func=commands.device_list)
     add_device_stop_commands(device, _add_config)
+    from hub.commands_devices import add_device_commands
+
+    add_device_commands(device, _add_config)
     try:
         from devicekit.cli import add_commands
     except ImportError:  # the device extra is not installed
@@ -208,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.commands_tokens import add_token_commands
 
     add_token_commands(groups, _add_config)
+    from hub.commands_keys import add_keys_commands
+
+    add_keys_commands(groups, _add_config)
     return parser
 
 

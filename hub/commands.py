@@ -37,9 +37,9 @@ def _config(args: argparse.Namespace) -> HubConfig:
 
 
 def _engine(config: HubConfig) -> Engine:
-    from hub.db import make_engine
+    from hub.db import engine_for
 
-    return make_engine(config.database.url)
+    return engine_for(config)
 
 
 def init(args: argparse.Namespace) -> int:
@@ -225,8 +225,15 @@ def device_add(args: argparse.Namespace) -> int:
     from hub.admin import add_device
 
     config = _config(args)
-    creds = add_device(_engine(config), args.device_id, args.defender, config.broker.data_dir)
+    creds = add_device(
+        _engine(config),
+        args.device_id,
+        args.defender,
+        config.broker.data_dir,
+        encrypt=args.encrypt,
+    )
     print(f"device {creds.device_id} registered; broker password (shown once): {creds.password}")
+    print(f"signing key (shown once): {creds.key}")
     if not creds.broker_reloaded:
         print("the broker is not running; it will read the new account when it starts")
     return 0
@@ -295,7 +302,8 @@ def rejected_list(args: argparse.Namespace) -> int:
     for rejected in Store(_engine(_config(args))).rejected():
         print(
             f"R{rejected.id}\t{rejected.received_at.isoformat(timespec='seconds')}\t"
-            f"{rejected.device_id or '?'}\t{rejected.channel or '?'}\t{rejected.reason}"
+            f"{rejected.device_id or '?'}\t{rejected.channel or '?'}\t"
+            f"{'SUSPICIOUS: ' if rejected.suspicious else ''}{rejected.reason}"
         )
     return 0
 

@@ -33,6 +33,17 @@ def add_pki_commands(
     init.add_argument("--days", type=int, default=CA_DAYS)
     add_config(init)
     init.set_defaults(func=ca_init)
+    rollover = ca.add_parser(
+        "rollover",
+        help="start a CA rollover: a new CA issues, the old one stays trusted (broker/README.md)",
+    )
+    rollover.add_argument("--name", default="Natalia broker CA", help="the new CA's common name")
+    rollover.add_argument("--days", type=int, default=CA_DAYS)
+    add_config(rollover)
+    rollover.set_defaults(func=ca_rollover)
+    retire = ca.add_parser("retire", help="end a CA rollover: trust only the new CA")
+    add_config(retire)
+    retire.set_defaults(func=ca_retire)
 
     cert = broker.add_parser("cert", help="certificates and revocation").add_subparsers(
         dest="cert_action", required=True
@@ -53,6 +64,12 @@ def add_pki_commands(
     )
     device.add_argument("device_id")
     device.add_argument("--days", type=int, default=DEVICE_DAYS)
+    device.add_argument(
+        "--csr",
+        type=Path,
+        help="sign the device's own certificate request (PEM, CN = device id): its private key "
+        "never leaves the device",
+    )
     add_config(device)
     device.set_defaults(func=cert_device)
 
@@ -88,9 +105,9 @@ def _config(args: argparse.Namespace) -> HubConfig:
 
 
 def _engine(config: HubConfig) -> Engine:
-    from hub.db import make_engine
+    from hub.db import engine_for
 
-    return make_engine(config.database.url)
+    return engine_for(config)
 
 
 def _data_dir(config: HubConfig) -> Path:
@@ -117,6 +134,23 @@ def ca_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def ca_rollover(args: argparse.Namespace) -> int:
+    pki = _pki(_config(args))
+    pki.rollover(args.name, args.days)
+    print(f"new CA in {pki.ca_cert} (trusted with the old one, now in {pki.retired_dir})")
+    print("next: restart the broker; re-flash every device with a bundle trusting both CAs")
+    print("(natalia device provision ID --rekey); then natalia broker cert server --host ...;")
+    print("then natalia broker ca retire (broker/README.md, 'CA rollover')")
+    return 0
+
+
+def ca_retire(args: argparse.Namespace) -> int:
+    pki = _pki(_config(args))
+    pki.retire()
+    print(f"old CA retired: {pki.ca_cert} holds only the new CA; restart the broker")
+    return 0
+
+
 def cert_server(args: argparse.Namespace) -> int:
     config = _config(args)
     pki = _pki(config)
@@ -140,9 +174,12 @@ def cert_device(args: argparse.Namespace) -> int:
         raise AdminError(f"no active device {args.device_id!r}; add it with `natalia device add`")
     pki = _pki(config)
     replaced = pki.device_serial(args.device_id) is not None
-    pki.issue_device(args.device_id, args.days)
+    csr = None if args.csr is None else args.csr.read_bytes()
+    pki.issue_device(args.device_id, args.days, csr)
     print(f"device certificate {pki.device_cert(args.device_id)}")
-    print(f"private key {pki.device_key(args.device_id)} (mode 0600): install it on the device")
+    if csr is None:
+        key = pki.device_key(args.device_id)
+        print(f"private key {key} (mode 0600): install it on the device")
     print(f"CA certificate for the device: {pki.ca_cert}")
     if replaced:
         print("the previous certificate is on the CRL (superseded)")

@@ -69,9 +69,9 @@ def _config(args: argparse.Namespace) -> HubConfig:
 
 
 def _engine(config: HubConfig) -> Engine:
-    from hub.db import make_engine
+    from hub.db import engine_for
 
-    return make_engine(config.database.url)
+    return engine_for(config)
 
 
 def responder_add(args: argparse.Namespace) -> int:

@@ -46,9 +46,9 @@ def add_token_commands(
 
 def _engine(args: argparse.Namespace) -> Any:
     from hub.config import load_config
-    from hub.db import make_engine
+    from hub.db import engine_for
 
-    return make_engine(load_config(args.config_path).database.url)
+    return engine_for(load_config(args.config_path))
 
 
 def token_create(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The hub's one config file (TOML), validated by pydantic, with secrets overridable from env.
 
 Relative paths in the file are relative to the file's own directory, so a config directory can be
-moved as a whole. Environment overrides: ``NATALIA_DATABASE_URL``, ``NATALIA_BROKER_PASSWORD``.
+moved as a whole. Environment overrides: ``NATALIA_DATABASE_URL``, ``NATALIA_BROKER_PASSWORD``,
+``NATALIA_POSITION_KEYS`` (hub/sealing.py).
 """
 
 from __future__ import annotations
@@ -68,8 +69,43 @@ class BrokerConfig(_Section):
     )
     tls_bind_address: str = Field(
         default="0.0.0.0",  # noqa: S104 (the TLS listeners face the devices)
+        # Rendered into mosquitto.conf: no spaces or line breaks that could add a directive.
+        pattern=r"^[A-Za-z0-9.:_\[\]-]+$",
         description="Where the TLS listeners bind.",
     )
+    tls: bool = Field(
+        default=False,
+        description="The hub itself connects to host:port over TLS (set port to the broker's "
+        "TLS port): needed when the broker runs on another machine, or the hub's password "
+        "travels in clear.",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate(s) the hub verifies the broker with (PEM); default: the "
+        "broker's private CA in <data_dir>/pki/ca.crt when it exists, else the system CAs.",
+    )
+
+    @model_validator(mode="after")
+    def _tls_needs_a_port(self) -> BrokerConfig:
+        if self.tls and self.tls_port is None:
+            raise ValueError("tls = true needs tls_port: the broker's TLS listener the hub uses")
+        return self
+
+    @property
+    def connect_port(self) -> int:
+        """The port the hub connects to: ``tls_port`` with ``tls``, else the plain ``port``."""
+        if self.tls and self.tls_port is not None:
+            return self.tls_port
+        return self.port
+
+    @property
+    def trusted_ca_file(self) -> Path | None:
+        """``ca_file``, else the broker's private CA when it exists (None: the system CAs)."""
+        if self.ca_file is not None:
+            return self.ca_file
+        if self.data_dir is not None and (self.data_dir / "pki" / "ca.crt").exists():
+            return self.data_dir / "pki" / "ca.crt"
+        return None
 
 
 class HttpConfig(_Section):
@@ -114,6 +150,16 @@ class RetentionConfig(_Section):
         "responders' positions this long after they arrived).",
     )
     run_every_s: float = Field(default=3600, gt=0, description="How often the hub applies it.")
+
+
+class StorageConfig(_Section):
+    """Encryption at rest of positions and secrets in the database (hub/sealing.py)."""
+
+    position_keys_file: Path | None = Field(
+        default=Path("position.keys"),
+        description="The keys that seal positions, secret, mode 0600 (`natalia init` and "
+        "`natalia keys init` create it); NATALIA_POSITION_KEYS, when set, is used instead.",
+    )
 
 
 class DeliveryConfig(_Section):
@@ -167,6 +213,17 @@ class WebhooksConfig(_Section):
         return self
 
 
+class SecurityConfig(_Section):
+    """Checks on device messages (see hub/authenticity.py and devicekit/PROTOCOL.md 5.5)."""
+
+    clock_tolerance_s: float = Field(
+        default=300,
+        gt=0,
+        description="An alarm whose device time is further than this from the hub's clock is "
+        "accepted but flagged late on its timeline.",
+    )
+
+
 class HubConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -177,6 +234,8 @@ class HubConfig(_Section):
     health: HealthConfig = HealthConfig()
     webhooks: WebhooksConfig = WebhooksConfig()
     retention: RetentionConfig = RetentionConfig()
+    security: SecurityConfig = SecurityConfig()
+    storage: StorageConfig = StorageConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."
     )
@@ -193,17 +252,22 @@ def load_config(path: Path) -> HubConfig:
         raise ConfigError(f"config file {path} not found: create one with `natalia init`") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {exc.reason}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests arrays or tables too deeply") from None
     return config_from_mapping(raw, base_dir=path.parent)
 
 
 def config_from_mapping(raw: dict[str, Any], base_dir: Path) -> HubConfig:
     """Validate a config mapping; paths and SQLite URLs become absolute under ``base_dir``."""
     raw = {key: dict(value) if isinstance(value, dict) else value for key, value in raw.items()}
+    # A section that is not a table is left as it is: validation names it.
     database = raw.setdefault("database", {})
-    if env_url := os.environ.get("NATALIA_DATABASE_URL"):
+    if (env_url := os.environ.get("NATALIA_DATABASE_URL")) and isinstance(database, dict):
         database["url"] = env_url
     broker = raw.setdefault("broker", {})
-    if env_password := os.environ.get("NATALIA_BROKER_PASSWORD"):
+    if (env_password := os.environ.get("NATALIA_BROKER_PASSWORD")) and isinstance(broker, dict):
         broker["password"] = env_password
     try:
         config = HubConfig.model_validate(raw)
@@ -213,12 +277,24 @@ def config_from_mapping(raw: dict[str, Any], base_dir: Path) -> HubConfig:
             for err in exc.errors(include_input=False)
         )
         raise ConfigError(f"invalid hub config: {problems}") from None
+    try:
+        _resolve_paths(config, base_dir)
+    except ValueError as exc:  # e.g. a NUL character in a path
+        raise ConfigError(f"invalid path in hub config: {exc}") from None
+    return config
+
+
+def _resolve_paths(config: HubConfig, base_dir: Path) -> None:
     config.database.url = _absolute_sqlite_url(config.database.url, base_dir)
     if config.broker.data_dir is not None and not config.broker.data_dir.is_absolute():
         config.broker.data_dir = (base_dir / config.broker.data_dir).resolve()
+    if config.broker.ca_file is not None and not config.broker.ca_file.is_absolute():
+        config.broker.ca_file = (base_dir / config.broker.ca_file).resolve()
     if config.health.file is not None and not config.health.file.is_absolute():
         config.health.file = (base_dir / config.health.file).resolve()
-    return config
+    keys_file = config.storage.position_keys_file
+    if keys_file is not None and not keys_file.is_absolute():
+        config.storage.position_keys_file = (base_dir / keys_file).resolve()
 
 
 def _absolute_sqlite_url(url: str, base_dir: Path) -> str:

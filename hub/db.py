@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event, make_url
 from sqlalchemy.engine import Engine
@@ -14,21 +14,40 @@ from hub import models  # noqa: F401  (registers the tables)
 from hub.api import tokens  # noqa: F401
 from hub.conference import tables as conference_tables  # noqa: F401
 from hub.fund import tables as fund_tables  # noqa: F401
+from hub.sealing import Keyring, attach, configured_keyring
 from hub.webhooks import tables as webhook_tables  # noqa: F401
 
+if TYPE_CHECKING:
+    from hub.config import HubConfig
 
-def make_engine(url: str) -> Engine:
+
+def engine_for(config: HubConfig) -> Engine:
+    """The engine of this config's database, with its position keys (hub/sealing.py)."""
+    return make_engine(config.database.url, configured_keyring(config.storage))
+
+
+def make_engine(url: str, keyring: Keyring | None = None) -> Engine:
     """An engine for ``url`` with the tables created.
+
+    Positions and secrets are sealed with ``keyring`` (hub/sealing.py); without one, with the
+    keys in ``NATALIA_POSITION_KEYS`` (``KeyringError`` when it is not set).
 
     A SQLite file is created with mode 0600 and gets ``journal_mode=WAL`` (readers never block
     the writer) and ``synchronous=FULL`` (a committed alarm survives power loss: the device is
     acked only after this commit).
     """
+    keyring = keyring or Keyring.from_environment()
+    # hide_parameters: a database error's message never carries a value (a position, a key).
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            hide_parameters=True,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    attach(engine, keyring)
     SQLModel.metadata.create_all(engine)
     if url.startswith("sqlite"):
         _owner_only(make_url(url).database)

@@ -22,7 +22,7 @@ from broker.launcher import BrokerProcess, free_port
 from devicekit.protocol import AckStage, AlarmKind, Position, utcnow
 from hub.admin import add_contact, add_defender, add_device
 from hub.config import load_config
-from hub.db import make_engine
+from hub.db import engine_for
 from hub.localsinks import MailCatcher, WebhookCatcher
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.setup import broker_settings, init_directory
@@ -85,7 +85,7 @@ def run_demo(keep: bool = False, serve: bool = False) -> int:
         webhook = WebhookCatcher().start()
         cleanup.callback(webhook.stop)
 
-        engine = make_engine(config.database.url)
+        engine = engine_for(config)
         registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
         defender = add_defender(engine, "Demo Defender", timezone="Europe/Stockholm")
         assert defender.id is not None
@@ -113,6 +113,7 @@ def run_demo(keep: bool = False, serve: bool = False) -> int:
         wristband = Wristband(
             DEVICE_ID,
             creds.password,
+            key=creds.key,
             host="127.0.0.1",
             port=broker.port,
             state_dir=workdir / "wristband",

@@ -7,7 +7,9 @@ unavailable it raises: no PUBACK is sent and the broker keeps the message for re
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from devicekit import protocol
 from devicekit.topics import parse_topic
 from hub import owntracks, responders
+from hub.authenticity import Suspicious, open_payload
 from hub.database import AsyncStore
 from hub.store import AlarmOutcome, UnknownAlarm, UnknownDevice
 
@@ -59,6 +62,9 @@ class Ingest:
         self.on_alarm = on_alarm
         self.on_rejected = on_rejected
         self.on_storage_failure = on_storage_failure
+        self._device_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
 
     async def handle(self, topic: str, payload: bytes) -> int:
         """Store the message (or keep it as refused); raise when the database cannot."""
@@ -90,8 +96,21 @@ class Ingest:
                 f"payload of {len(payload)} bytes exceeds the {protocol.MAX_PAYLOAD_BYTES} limit"
             )
             return await self._reject(topic, device_id, channel, reason, payload)
+        # One message of a device at a time, in arrival order: the sequence check needs order.
+        async with self._device_locks.setdefault(device_id, asyncio.Lock()):
+            return await self._handle_device(topic, device_id, channel, payload)
+
+    async def _handle_device(self, topic: str, device_id: str, channel: str, payload: bytes) -> int:
+        device = await self.db.run(self.db.store.device_key, device_id)
+        if device is None:
+            reason = f"device {device_id!r} is not registered"
+            return await self._reject(topic, device_id, channel, reason, payload)
         try:
-            message = protocol.parse_device_message(channel, payload)
+            body = open_payload(device, topic, payload)
+        except Suspicious as exc:
+            return await self._reject(topic, device_id, channel, str(exc), payload, True)
+        try:
+            message = protocol.parse_device_message(channel, body)
         except ValidationError as exc:
             return await self._reject(
                 topic, device_id, channel, describe_validation_error(exc), payload
@@ -112,6 +131,8 @@ class Ingest:
                 await self.db.run(self.db.store.record_device_message, device_id, message)
         except (UnknownDevice, UnknownAlarm) as exc:
             return await self._reject(topic, device_id, channel, str(exc), payload)
+        except Suspicious as exc:
+            return await self._reject(topic, device_id, channel, str(exc), payload, True)
         return PUBACK_SUCCESS
 
     async def _handle_owntracks(self, topic: str, payload: bytes) -> int:
@@ -131,11 +152,23 @@ class Ingest:
         return PUBACK_SUCCESS
 
     async def _reject(
-        self, topic: str, device_id: str | None, channel: str | None, reason: str, payload: bytes
+        self,
+        topic: str,
+        device_id: str | None,
+        channel: str | None,
+        reason: str,
+        payload: bytes,
+        suspicious: bool = False,
     ) -> int:
         rejected_id = await self.db.run(
-            self.db.store.record_rejected, topic, device_id, channel, reason, payload
+            self.db.store.record_rejected, topic, device_id, channel, reason, payload, suspicious
         )
-        log.warning("refused message R%s (device %s): %s", rejected_id, device_id or "?", reason)
+        log.warning(
+            "refused %smessage R%s (device %s): %s",
+            "SUSPICIOUS " if suspicious else "",
+            rejected_id,
+            device_id or "?",
+            reason,
+        )
         await self.on_rejected(Rejection(rejected_id, reason))
         return PUBACK_SUCCESS

@@ -1,19 +1,32 @@
 """Database tables. Every alarm, every delivery and every refused message is a row.
 
-Times are timezone-aware UTC (``utc_now()``).
+Times are timezone-aware UTC (``utc_now()``). What reveals where someone is — coordinates,
+the messages and payloads that carry them — and device keys are sealed (hub/sealing.py): the
+database holds them encrypted, the ORM gives them back in clear.
 """
 
 from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, Column, LargeBinary, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from hub.sealing import SealedBytes, SealedFloat, SealedText
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+#: What retention leaves of a message that carried a position (stored as is: SQL compares it).
+ERASED = "[erased after the retention period]"
+
+
+def _sealed_float(purpose: str) -> Any:
+    return Field(default=None, repr=False, sa_column=Column(SealedFloat(purpose)))
 
 
 class AlarmState(enum.StrEnum):
@@ -95,6 +108,18 @@ class Device(SQLModel, table=True):
     online: bool | None = None
     battery: int | None = None
     last_seq: int | None = None
+    key: str | None = Field(
+        default=None,
+        sa_column=Column(SealedText("device.key")),
+        description="Signing key, 64 hex characters; a secret, never logged.",
+    )
+    encrypt: bool = Field(default=False, description="Refuse payloads that are not encrypted.")
+    alarm_seq: int | None = Field(
+        default=None, description="Highest seq accepted on alarm and cancel (anti-replay)."
+    )
+    telemetry_seq: int | None = Field(
+        default=None, description="Highest seq accepted on location and heartbeat (anti-replay)."
+    )
     heartbeat_interval_s: int | None = None
     silent_since: datetime | None = Field(default=None, description="Set while it is silent.")
     battery_low: bool = False
@@ -133,9 +158,9 @@ class Responder(SQLModel, table=True):
     mqtt_user: str | None = Field(
         default=None, unique=True, description="OwnTracks username (topic owntracks/{user}/...)."
     )
-    lat: float | None = Field(default=None, repr=False)
-    lon: float | None = Field(default=None, repr=False)
-    accuracy_m: float | None = None
+    lat: float | None = _sealed_float("responder.lat")
+    lon: float | None = _sealed_float("responder.lon")
+    accuracy_m: float | None = _sealed_float("responder.accuracy_m")
     position_at: datetime | None = None
 
 
@@ -163,13 +188,19 @@ class Alarm(SQLModel, table=True):
     state: str = AlarmState.RECEIVED.value
     device_ts: datetime
     seq: int
-    lat: float | None = Field(default=None, repr=False)
-    lon: float | None = Field(default=None, repr=False)
-    accuracy_m: float | None = None
+    lat: float | None = _sealed_float("alarm.lat")
+    lon: float | None = _sealed_float("alarm.lon")
+    accuracy_m: float | None = _sealed_float("alarm.accuracy_m")
     fix_ts: datetime | None = None
     battery: int | None = None
     received_at: datetime = Field(default_factory=utc_now, index=True)
     copies_received: int = 1
+    clock_skew_s: float | None = Field(
+        default=None,
+        description="Device clock minus hub clock at receipt, set only when beyond the tolerance "
+        "(the alarm is late, or the device clock is wrong).",
+    )
+    cancel_seq: int | None = Field(default=None, description="seq of the last cancel applied.")
     duress: bool = Field(default=False, description="A duress code was entered: escalate silently.")
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None
@@ -211,8 +242,8 @@ class Delivery(SQLModel, table=True):
     channel_masked: str
     language: str = "en"
     title: str
-    body: str
-    short: str
+    body: str = Field(sa_column=Column(SealedText("delivery.body", ("", ERASED)), nullable=False))
+    short: str = Field(sa_column=Column(SealedText("delivery.short", ("", ERASED)), nullable=False))
     status: str = Field(default=DeliveryStatus.PENDING.value, index=True)
     attempts: int = Field(default=0, description="Sends tried on this channel (claims).")
     detail: str = Field(default="", description="The last attempt's result.")
@@ -274,6 +305,10 @@ class RejectedMessage(SQLModel, table=True):
     device_id: str | None = Field(default=None, description="As claimed by the topic.")
     channel: str | None = None
     reason: str
-    payload: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    payload: bytes = Field(sa_column=Column(SealedBytes("rejectedmessage.payload"), nullable=False))
     payload_size: int
+    suspicious: bool = Field(
+        default=False,
+        description="Not provably from its device, or not new: a bad signature, a replayed seq.",
+    )
     reviewed_at: datetime | None = None

@@ -4,12 +4,15 @@
 * ``optimistic_acknowledgement=False``: gmqtt sends PUBACK with the reason code our ``async``
   handler returns, i.e. after the commit; if the handler raises, no PUBACK is sent.
 * gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to WARNING (no positions in logs).
+* ``[broker] tls = true``: the hub connects to ``tls_port`` over TLS 1.2+, verifying the broker
+  with ``ca_file`` (default: the broker's private CA), so its password never travels in clear.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,8 +20,10 @@ import gmqtt
 from gmqtt.mqtt.constants import MQTTv50
 
 from devicekit import protocol
+from devicekit.signing import parse_key, sign
 from devicekit.topics import subscription, topic
-from hub.config import BrokerConfig
+from devicekit.wristband import _is_loopback
+from hub.config import BrokerConfig, ConfigError
 from hub.owntracks import SUBSCRIPTION as OWNTRACKS_SUBSCRIPTION
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,7 @@ class HubConnection:
         self._in_flight: set[asyncio.Task[object]] = set()
         self._redelivery: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
+        self.tls = broker_tls_context(config)
         self.client = gmqtt.Client(
             config.username,
             clean_session=False,
@@ -54,7 +60,8 @@ class HubConnection:
             try:
                 await self.client.connect(
                     self.config.host,
-                    self.config.port,
+                    self.config.connect_port,
+                    ssl=self.tls or False,
                     version=MQTTv50,
                     keepalive=self.config.keepalive_s,
                 )
@@ -63,7 +70,7 @@ class HubConnection:
                 log.warning(
                     "broker %s:%s not available (%s); retrying in %g s",
                     self.config.host,
-                    self.config.port,
+                    self.config.connect_port,
                     exc,
                     retry_delay,
                 )
@@ -90,12 +97,20 @@ class HubConnection:
             log.warning("reconnecting so that the broker re-sends what the hub could not store")
             await self.client.reconnect()
 
-    def publish_ack(self, device_id: str, alarm_id: str, stage: protocol.AckStage) -> bool:
-        """Queue the ack at QoS 1; False when the broker's Receive Maximum is reached (gmqtt
-        raises then): the caller retries later, and the device's re-send gets a new ack."""
+    def publish_ack(
+        self, device_id: str, alarm_id: str, stage: protocol.AckStage, key: str | None
+    ) -> bool:
+        """Queue the ack, signed with the device's key, at QoS 1; False when the broker's Receive
+        Maximum is reached (gmqtt raises then): the caller retries later, and the device's
+        re-send gets a new ack. A device without a key (revoked) gets no ack: it could not
+        check one, and nothing it sends is accepted anyway."""
+        if key is None:
+            log.warning("no ack for device %s: it has no key (revoked)", device_id)
+            return True
         ack = protocol.HubAck(alarm_id=alarm_id, stage=stage, ts=protocol.utcnow())
+        name = topic(device_id, "ack")
         try:
-            self.client.publish(topic(device_id, "ack"), ack.to_payload(), qos=1)
+            self.client.publish(name, sign(parse_key(key), name, ack.to_payload()), qos=1)
         except OverflowError:
             log.warning("ack for device %s deferred: too many acks in flight", device_id)
             return False
@@ -103,9 +118,10 @@ class HubConnection:
 
     def _on_connect(self, client: Any, flags: int, rc: int, properties: Any) -> None:
         log.info(
-            "connected to broker %s:%s (session present: %s)",
+            "connected to broker %s:%s%s (session present: %s)",
             self.config.host,
-            self.config.port,
+            self.config.connect_port,
+            " over TLS" if self.tls else "",
             bool(flags),
         )
         client.subscribe(
@@ -136,3 +152,24 @@ class HubConnection:
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+
+
+def broker_tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
+    """The hub's TLS context for the broker (None without ``tls``); warns on clear text."""
+    if not config.tls:
+        if not _is_loopback(config.host):
+            log.warning(
+                "connecting to broker %s without TLS: the hub's password travels in clear; "
+                "set [broker] tls = true",
+                config.host,
+            )
+        return None
+    cafile = config.trusted_ca_file
+    try:
+        context = ssl.create_default_context(cafile=None if cafile is None else str(cafile))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"[broker] ca_file {cafile}: cannot read a CA certificate ({exc})"
+        ) from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context

@@ -16,11 +16,10 @@ from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from hub.models import ERASED as ERASED  # defined with the tables: stored in clear (sealing.py)
 from hub.models import OPEN_STATUSES, Alarm, Delivery, RejectedMessage, Responder
 
 log = logging.getLogger(__name__)
-
-ERASED = "[erased after the retention period]"
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from hub.mqtt import HubConnection
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.retention import apply_retention
 from hub.retry import RetryPolicy
+from hub.sealing import configured_keyring
 from hub.store import AlarmOutcome, Store
 from hub.webhooks.sender import WebhookSender
 
@@ -67,9 +68,12 @@ class Hub:
             registry = NotifierRegistry.from_plugins(pm, config.plugins)
         self.registry = registry
         lifecycle = lifecycle_for(config)
-        engine = make_engine(config.database.url)
+        #: Seals positions and secrets in the database; no keys, no hub (hub/sealing.py).
+        self.keyring = configured_keyring(config.storage)
+        engine = make_engine(config.database.url, self.keyring)
         retry = RetryPolicy.from_config(config.delivery)
-        self.db = AsyncStore(Store(engine, lifecycle, self.clock, retry))
+        tolerance = config.security.clock_tolerance_s
+        self.db = AsyncStore(Store(engine, lifecycle, self.clock, retry, tolerance))
         self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
         self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
         self.dispatcher = Dispatcher(
@@ -78,7 +82,7 @@ class Hub:
         self.connection = HubConnection(config.broker, self.ingest.handle)
         #: Its own thread and engine: webhooks never queue behind the alarm path's database.
         self.webhooks = WebhookSender(
-            config.webhooks, config.database.url, self.clock, config.timers.tick_s
+            config.webhooks, config.database.url, self.clock, config.timers.tick_s, self.keyring
         )
         self._stop = asyncio.Event()
         self._wake_timers = asyncio.Event()
@@ -177,7 +181,8 @@ class Hub:
         def changed() -> None:  # called from the API's worker threads
             loop.call_soon_threadsafe(self.wake)
 
-        self._api_engine = make_engine(self.config.database.url)  # not the alarm path's pool
+        # Its own pool, not the alarm path's.
+        self._api_engine = make_engine(self.config.database.url, self.keyring)
         api = ApiContext(
             engine=self._api_engine,
             registry=self.registry,
@@ -265,12 +270,16 @@ class Hub:
         published = [
             ack.id
             for ack in pending
-            if self.connection.publish_ack(ack.device_id, ack.alarm_id, AckStage(ack.stage))
+            if self.connection.publish_ack(
+                ack.device_id, ack.alarm_id, AckStage(ack.stage), ack.key
+            )
         ]
         await self.db.run(self.actions.mark_device_acks_sent, published)
 
     async def _alarm_stored(self, outcome: AlarmOutcome) -> None:
-        self.connection.publish_ack(outcome.device_id, outcome.alarm_id, outcome.ack_stage)
+        self.connection.publish_ack(
+            outcome.device_id, outcome.alarm_id, outcome.ack_stage, outcome.device_key
+        )
         if outcome.created:
             self.dispatcher.kick()
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from broker.accounts import PasswordFile, generate_password
 from broker.config import HUB_USER, BrokerSettings, render
+from hub.sealing import Keyring, write_key_file
 
 CONFIG_TEMPLATE = """\
 # Natalia hub configuration. Secrets may instead come from the environment:
-# NATALIA_BROKER_PASSWORD, NATALIA_DATABASE_URL.
+# NATALIA_BROKER_PASSWORD, NATALIA_DATABASE_URL, NATALIA_POSITION_KEYS.
 
 [database]
 # SQLite (WAL, full fsync) for one machine; PostgreSQL for production and several hubs:
@@ -52,6 +53,12 @@ backoff_base_s = 5    # waits double from here, with jitter ...
 backoff_cap_s = 3600  # ... up to this
 deadline_s = 86400    # a day at most per event
 
+[storage]
+# Positions, the messages and payloads that carry them and device keys are encrypted in the
+# database with these keys (SECURITY.md, "Encryption at rest"). The file is secret: mode 0600,
+# backed up apart from the database. `natalia keys rotate` replaces the key.
+position_keys_file = "position.keys"
+
 [retention]
 positions_days = 30   # closed alarms' positions, the messages that carried them, refused
                       # payloads and responders' positions are erased after this many days
@@ -78,7 +85,8 @@ max_age_s = 1800      # responders' positions older than this are not used
 
 
 def init_directory(directory: Path, port: int = 1883, http_port: int = 8080) -> Path:
-    """Create ``hub.toml`` and ``broker/`` in ``directory``; refuse to overwrite a config."""
+    """Create ``hub.toml``, ``position.keys`` and ``broker/`` in ``directory``; refuse to
+    overwrite a config (a key file already there is kept: it may seal a database)."""
     directory.mkdir(parents=True, exist_ok=True)
     config_path = directory / "hub.toml"
     if config_path.exists():
@@ -94,6 +102,9 @@ def init_directory(directory: Path, port: int = 1883, http_port: int = 8080) -> 
                 port=port, hub_user=HUB_USER, password=password, http_port=http_port
             )
         )
+    keys_file = directory / "position.keys"
+    if not keys_file.exists():
+        write_key_file(keys_file, Keyring.generate(), replace=False)
     return config_path
 
 

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from devicekit import protocol
 from devicekit.protocol import AckStage
 from hub import supervision
+from hub.authenticity import DeviceKey, SeqVerdict, admit_seq, clock_skew
 from hub.clock import Clock, SystemClock
 from hub.deliveries import DeliveryJob, DeliveryStore, new_instance_id
 from hub.lifecycle import Lifecycle
@@ -54,6 +55,7 @@ class AlarmOutcome:
     device_id: str
     created: bool
     ack_stage: AckStage
+    device_key: str | None = None  #: signs the ack (PROTOCOL.md 5.5); a secret
 
 
 def ack_stage_of(alarm: Alarm) -> AckStage:
@@ -80,8 +82,11 @@ class Store(DeliveryStore):
         lifecycle: Lifecycle | None = None,
         clock: Clock | None = None,
         retry: RetryPolicy | None = None,
+        clock_tolerance_s: float = 300.0,
     ) -> None:
         self.engine = engine
+        #: A device timestamp further than this from the hub's clock is flagged late.
+        self.clock_tolerance_s = clock_tolerance_s
         self.lifecycle = lifecycle or Lifecycle()
         self.clock = clock or SystemClock()
         self.retry = retry or RetryPolicy()
@@ -92,17 +97,26 @@ class Store(DeliveryStore):
 
     # -- ingest -------------------------------------------------------------------------------
 
-    def record_alarm(self, device_id: str, message: protocol.Alarm) -> AlarmOutcome:
-        """Store ``message`` once per (device, alarm id) with its outbox rows; count re-sends."""
+    def record_alarm(
+        self, device_id: str, message: protocol.Alarm, *, from_device: bool = True
+    ) -> AlarmOutcome:
+        """Store ``message`` once per (device, alarm id) with its outbox rows; count re-sends.
+
+        ``from_device=False``: raised by the hub itself (a training alarm), so its ``seq`` is
+        not the device's and must not move the device's anti-replay mark.
+        """
         now = self.clock.now()
         with Session(self.engine) as session:
             existing = self._find_alarm(session, device_id, message.alarm_id)
             if existing is not None:
                 return self._record_copy(session, existing)
             device = self._active_device(session, device_id)
+            if from_device:
+                admit_seq(device, "alarm", message.seq)
             defender = session.get(Defender, device.defender_id)
             assert defender is not None  # foreign key
             position = message.position
+            skew = clock_skew(_utc(message.ts), now, self.clock_tolerance_s)
             alarm = Alarm(
                 device_id=device_id,
                 defender_id=device.defender_id,
@@ -116,9 +130,14 @@ class Store(DeliveryStore):
                 fix_ts=_utc(position.fix_ts) if position else None,
                 battery=message.battery,
                 received_at=now,
+                clock_skew_s=skew,
             )
             session.add(alarm)
             session.flush()
+            if skew is not None:
+                session.add(
+                    AlarmEvent(alarm_pk=_pk(alarm), at=now, kind="late", detail=_late(skew))
+                )
             session.add(
                 AlarmEvent(
                     alarm_pk=_pk(alarm),
@@ -140,12 +159,29 @@ class Store(DeliveryStore):
                 existing = self._find_alarm(session, device_id, message.alarm_id)
                 assert existing is not None
                 return self._record_copy(session, existing)
-            return AlarmOutcome(_pk(alarm), alarm.alarm_id, device_id, True, AckStage.RECEIVED)
+            return AlarmOutcome(
+                _pk(alarm), alarm.alarm_id, device_id, True, AckStage.RECEIVED, device.key
+            )
+
+    def device_key(self, device_id: str) -> DeviceKey | None:
+        """The device's key and encryption setting, or None when no such device is registered."""
+        with Session(self.engine) as session:
+            device = session.get(Device, device_id)
+            return None if device is None else DeviceKey(device.id, device.key, device.encrypt)
 
     def record_rejected(
-        self, topic: str, device_id: str | None, channel: str | None, reason: str, payload: bytes
+        self,
+        topic: str,
+        device_id: str | None,
+        channel: str | None,
+        reason: str,
+        payload: bytes,
+        suspicious: bool = False,
     ) -> int:
-        """Keep a refused message whole, with its reason, and queue a report to every HQ contact."""
+        """Keep a refused message whole, with its reason, and queue a report to every HQ contact.
+
+        ``suspicious``: it failed authentication or replay checks (a forgery, a replay).
+        """
         now = self.clock.now()
         with Session(self.engine) as session:
             rejected = RejectedMessage(
@@ -156,6 +192,7 @@ class Store(DeliveryStore):
                 payload=payload,
                 payload_size=len(payload),
                 received_at=now,
+                suspicious=suspicious,
             )
             session.add(rejected)
             session.flush()
@@ -173,7 +210,9 @@ class Store(DeliveryStore):
                 fix_ts=None,
                 battery=None,
                 at=now,
-                reason=reason,
+                reason=f"SUSPICIOUS, possibly forged or replayed: {reason}"
+                if suspicious
+                else reason,
                 channel=channel or "?",
             )
             for target in contacts_with_roles(session, None, (Role.HQ,)):
@@ -202,13 +241,16 @@ class Store(DeliveryStore):
                     session, device, message.state == "online", now, self.lifecycle
                 )
             elif isinstance(message, protocol.Heartbeat):
+                if admit_seq(device, message.type, message.seq) is SeqVerdict.COPY:
+                    return
                 self._touch_device(session, device, message.seq, now)
                 supervision.record_heartbeat(
                     session, device, message.interval_s, message.battery, now
                 )
             else:
+                if not self._alarm_message(session, device, message, now):
+                    return
                 self._touch_device(session, device, message.seq, now)
-                self._alarm_message(session, device, message, now)
             session.add(device)
             session.commit()
 
@@ -288,7 +330,10 @@ class Store(DeliveryStore):
             )
         )
         session.commit()
-        return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, ack_stage_of(alarm))
+        device = session.get(Device, alarm.device_id)
+        key = device.key if device is not None else None
+        stage = ack_stage_of(alarm)
+        return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, stage, key)
 
     def _alarm_message(
         self,
@@ -296,9 +341,15 @@ class Store(DeliveryStore):
         device: Device,
         message: protocol.Location | protocol.Cancel,
         now: datetime,
-    ) -> None:
-        if message.alarm_id is None:
-            return  # a position outside any alarm: not kept (locations are dangerous data)
+    ) -> bool:
+        """Apply a cancel or location to its alarm; False for a redelivered copy (nothing to do
+        but, for a cancel, answer again)."""
+        if isinstance(message, protocol.Location):
+            if admit_seq(device, message.type, message.seq) is SeqVerdict.COPY:
+                return False
+            if message.alarm_id is None:
+                return True  # a position outside any alarm: not kept (dangerous data)
+        assert message.alarm_id is not None
         alarm = self._find_alarm(session, device.id, message.alarm_id)
         if alarm is None:
             raise UnknownAlarm(
@@ -308,11 +359,21 @@ class Store(DeliveryStore):
         defender = session.get(Defender, alarm.defender_id)
         assert defender is not None
         if isinstance(message, protocol.Cancel):
+            if alarm.cancel_seq != message.seq:  # not a copy of the cancel already applied
+                admit_seq(device, message.type, message.seq)
+                alarm.cancel_seq = message.seq
+                session.add(alarm)
             self.lifecycle.cancel_request(session, alarm, defender, message.code, now, message.seq)
         else:
             self.lifecycle.location_update(
                 session, alarm, defender, message.seq, message.position, now
             )
+        return True
+
+
+def _late(skew: float) -> str:
+    direction = "ahead of" if skew > 0 else "behind"
+    return f"late: the device clock is {abs(skew):.0f} s {direction} the hub's (alarm kept)"
 
 
 def _pk(row: Alarm) -> int:

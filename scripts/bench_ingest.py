@@ -25,10 +25,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.launcher import BrokerProcess, free_port
 from devicekit.protocol import Alarm, AlarmKind, HubAck, Position, utcnow
+from devicekit.signing import parse_key, sign, split
 from devicekit.topics import topic
 from hub.admin import add_contact, add_defender, add_device
 from hub.config import load_config
-from hub.db import make_engine
+from hub.db import engine_for
 from hub.demo import start_hub_process, stop_process
 from hub.localsinks import WebhookCatcher
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
@@ -57,16 +58,18 @@ def main() -> int:
     assert config.broker.data_dir is not None
     broker = BrokerProcess(broker_settings(config.broker.data_dir, config.broker.port)).start()
     webhook = WebhookCatcher().start()
-    engine = make_engine(config.database.url)
+    engine = engine_for(config)
     store = Store(engine)
     registry = NotifierRegistry.from_plugins(get_plugin_manager(load_entry_points=False))
     defender = add_defender(engine, "Bench Defender")
     assert defender.id is not None
     add_contact(engine, registry, "Webhook", webhook.json_url(), defender.id)
     devices = {}
+    keys = {}
     for n in range(args.devices):
         creds = add_device(engine, f"bench-{n:04d}", defender.id, config.broker.data_dir)
         devices[creds.device_id] = creds.password
+        keys[creds.device_id] = parse_key(creds.key)
     broker.reload()
     hub = start_hub_process(config_path, workdir / "hub.ready", stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
@@ -76,7 +79,7 @@ def main() -> int:
     try:
 
         def on_ack(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-            ack = HubAck.model_validate_json(message.payload)
+            ack = HubAck.model_validate_json(split(bytes(message.payload))[0])
             with lock:
                 acked.setdefault(ack.alarm_id, time.time())
 
@@ -102,7 +105,8 @@ def main() -> int:
                 )
                 with lock:
                     sent[alarm_id] = time.time()
-                client.publish(topic(device_id, "alarm"), alarm.to_payload(), qos=1)
+                name = topic(device_id, "alarm")
+                client.publish(name, sign(keys[device_id], name, alarm.to_payload()), qos=1)
         deadline = time.time() + 300
         while len(webhook.received) < total and time.time() < deadline:
             time.sleep(0.05)

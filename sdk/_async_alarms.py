@@ -184,17 +184,23 @@ class AsyncRejectedMessages(AsyncResource):
         self,
         *,
         reviewed: bool | None = None,
+        suspicious: bool | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> Page[RejectedMessage]:
-        """One page, newest first; ``reviewed=False``: only those HQ has not looked at yet."""
-        params = query(reviewed=reviewed, limit=limit, cursor=cursor)
+        """One page, newest first; ``reviewed=False``: only those HQ has not looked at yet;
+        ``suspicious=True``: only those that may be forged or replayed."""
+        params = query(reviewed=reviewed, suspicious=suspicious, limit=limit, cursor=cursor)
         return await self._api.fetch_page("/rejected-messages", RejectedMessage, params)
 
     def iter(
-        self, *, reviewed: bool | None = None, page_size: int | None = None
+        self,
+        *,
+        reviewed: bool | None = None,
+        suspicious: bool | None = None,
+        page_size: int | None = None,
     ) -> AsyncIterator[RejectedMessage]:
-        params = query(reviewed=reviewed, limit=page_size)
+        params = query(reviewed=reviewed, suspicious=suspicious, limit=page_size)
         return self._api.paginate("/rejected-messages", RejectedMessage, params)
 
     async def review(self, message_id: int) -> RejectedMessage:

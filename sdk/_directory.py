@@ -25,6 +25,7 @@ from sdk.models import (
     Device,
     DeviceCredentials,
     DeviceIn,
+    DeviceResumed,
     Page,
     Policy,
     PolicyIn,
@@ -98,9 +99,14 @@ class Defenders(Resource):
 class Devices(Resource):
     """``client.devices``: wristbands; registering one creates its broker account."""
 
-    def create(self, *, device_id: str, defender_id: int) -> DeviceCredentials:
-        """Register a wristband; the broker password is in this answer only."""
-        sent = payload(DeviceIn(id=device_id, defender_id=defender_id))
+    def create(
+        self, *, device_id: str, defender_id: int, encrypt: bool = False
+    ) -> DeviceCredentials:
+        """Register a wristband; its broker password and signing key are in this answer only.
+
+        ``encrypt``: the hub refuses its payloads unless they are encrypted with its key.
+        """
+        sent = payload(DeviceIn(id=device_id, defender_id=defender_id, encrypt=encrypt))
         return self._api.fetch("POST", "/devices", DeviceCredentials, json=sent)
 
     def get(self, device_id: str) -> Device:
@@ -114,6 +120,11 @@ class Devices(Resource):
     def revoke(self, device_id: str) -> Device:
         """:meth:`suspend`, and its client certificate (if any) is revoked for good."""
         return self._api.fetch("POST", path("devices", device_id, "revoke"), Device)
+
+    def resume(self, device_id: str) -> DeviceResumed:
+        """Bring a suspended wristband back: a new broker password (in this answer only), its
+        certificate off hold. A revoked one cannot come back (409): re-provision it."""
+        return self._api.fetch("POST", path("devices", device_id, "resume"), DeviceResumed)
 
     def list(
         self,

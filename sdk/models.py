@@ -46,12 +46,17 @@ class Input(BaseModel):
 
 
 def _holds_nul(value: object) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_holds_nul(item) for item in value)
+    # A loop, not recursion: a hostile body nested 900 levels deep must not raise RecursionError.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str) and "\x00" in item:
+            return True
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list | tuple):
+            pending.extend(item)
     return False
 
 
@@ -143,6 +148,9 @@ class Defender(Model):
 class DeviceIn(Input):
     id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
     defender_id: Id
+    encrypt: bool = Field(
+        default=False, description="Refuse its payloads unless encrypted with its key."
+    )
 
 
 class Device(Model):
@@ -155,13 +163,28 @@ class Device(Model):
     battery: int | None = None
     battery_low: bool = False
     silent_since: datetime | None = None
+    encrypt: bool = False
 
 
 class DeviceCredentials(Model):
-    """Returned once, when a device is registered: the broker password is not stored in clear."""
+    """Returned once, when a device is registered: its broker password and signing key."""
 
     device_id: str
     password: str
+    key: str = Field(
+        default="", description="The device's signing key, 64 hex characters (PROTOCOL.md §5.5)."
+    )
+    broker_reloaded: bool
+
+
+class DeviceResumed(Model):
+    """Returned once, when a suspended device is resumed: its new broker password."""
+
+    device_id: str
+    password: str = Field(description="The new broker password; the signing key is unchanged.")
+    certificate_released: bool = Field(
+        description="Its client certificate was on hold in the CRL and is valid again."
+    )
     broker_reloaded: bool
 
 
@@ -291,6 +314,11 @@ class Alarm(Model):
     position: Position | None = None
     battery: int | None = None
     copies_received: int
+    clock_skew_s: float | None = Field(
+        default=None,
+        description="Device clock minus hub clock when beyond the tolerance: the alarm is late, "
+        "or the wristband's clock is wrong.",
+    )
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None
     closed_at: datetime | None = None
@@ -347,6 +375,10 @@ class RejectedMessage(Model):
     channel: str | None = None
     reason: str
     payload_size: int
+    suspicious: bool = Field(
+        default=False,
+        description="It failed the signature or replay checks: possibly forged or replayed.",
+    )
     reviewed_at: datetime | None = None
 
 
@@ -583,6 +615,9 @@ class TrainingKit(Model):
     device_id: str
     password: str | None = Field(
         default=None, description="The broker password: only in the response that hands it out."
+    )
+    key: str | None = Field(
+        default=None, description="The signing key: only in the response that hands it out."
     )
 
 

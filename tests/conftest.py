@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from hub.sealing import KEYS_ENV, Keyring
 from tests.support.api import ApiHub, api_hub
 from tests.support.brokers import RunningBroker, start_broker
 from tests.support.receivers import HTTPReceiver, SMTPReceiver
+
+# Every engine and hub of the suite (and the hubs it starts as processes) seals positions with
+# this session's key (hub/sealing.py). tests/test_sealing.py tests the key file without it.
+os.environ.setdefault(KEYS_ENV, Keyring.generate().entries().strip())
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from devicekit.signing import split
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.store import Store
 from tests.support.brokers import RunningBroker
@@ -52,7 +53,7 @@ def people(
 
 @pytest.fixture
 def device(broker: RunningBroker, people: Population) -> Iterator[RawDevice]:
-    client = RawDevice(broker.host, broker.port, people.device_id, people.device_password)
+    client = people.raw_device(broker)
     yield client
     client.close()
 
@@ -76,6 +77,7 @@ def test_alarm_from_wristband_reaches_email_and_webhook(
         wristband = Wristband(
             people.device_id,
             people.device_password,
+            key=people.device_key,
             host=broker.host,
             port=broker.port,
             state_dir=tmp_path / "wristband",
@@ -138,9 +140,9 @@ def test_alarm_published_while_hub_is_down_is_delivered_when_it_starts(
 @pytest.mark.parametrize(
     ("channel", "payload", "reason"),
     [
-        ("alarm", b"{not json", "Invalid JSON"),
+        ("alarm", b"{not json}", "Invalid JSON"),
         ("alarm", b'{"v": 1, "type": "alarm", "kind": "panic"}', "alarm_id: Field required"),
-        ("alarm", b'{"v": 1, "type": "alarm"}' + b" " * 20_000, "exceeds the 16384 limit"),
+        ("alarm", b'{"v": 1, "type": "alarm"' + b" " * 20_000 + b"}", "exceeds the 16384 limit"),
         ("heartbeat", b'{"v": 1, "type": "alarm"}', "schema error"),
     ],
     ids=["malformed-json", "wrong-schema", "oversized", "type-not-channel"],
@@ -153,7 +155,8 @@ def test_bad_message_is_kept_with_reason_and_next_alarm_goes_through(
         device.publish("alarm", make_alarm("after-bad").to_payload())
         wait_until(lambda: _deliveries_done(store, "after-bad"))
     [kept] = store.rejected()
-    assert kept.payload == payload and kept.device_id == "wb-1"
+    assert split(kept.payload)[0] == payload and kept.device_id == "wb-1"  # kept as it came
+    assert not kept.suspicious  # from its device, correctly signed: only malformed
     assert reason in kept.reason
     assert len(smtp_server.messages) == 1
 

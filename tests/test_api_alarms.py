@@ -35,7 +35,7 @@ class Wristband:
         password = made.json()["password"]
         broker = api.broker
         wait_until(lambda: try_connect(broker.host, broker.port, self.device_id, password) == 0)
-        self.raw = RawDevice(broker.host, broker.port, self.device_id, password)
+        self.raw = RawDevice(broker.host, broker.port, self.device_id, password, made.json()["key"])
         self._seq = itertools.count(1)
 
     def alarm(self, client: httpx.Client, kind: AlarmKind = AlarmKind.PANIC) -> dict[str, Any]:
@@ -170,21 +170,34 @@ def rejected_flow(api: ApiHub, wristbands: WristbandFactory) -> None:
     """A message the hub refused is listed for HQ (without its payload) and can be reviewed."""
     with api.client(ApiRole.HQ) as hq:
         wristband = wristbands(api, hq, new_defender(hq))
-        garbage = b'{"note": "59.3326,18.0649"'  # not JSON: refused, kept whole
+        garbage = b'{"note": "59.3326,18.0649",}'  # signed, but not JSON: refused, kept whole
         assert wristband.raw.publish("alarm", garbage) == "Success"
+        unsigned = make_alarm(unique("forged")).to_payload()  # refused before it is parsed
+        assert wristband.raw.publish("alarm", unsigned, signed=False) == "Success"
 
         def refused() -> dict[str, Any] | None:
             items = walk(hq, "/v1/rejected-messages", 50, reviewed=False)
-            return next((r for r in items if r["device_id"] == wristband.device_id), None)
+            mine = [r for r in items if r["device_id"] == wristband.device_id]
+            return next((r for r in mine if not r["suspicious"]), None)
 
         message = wait_until(refused)
         assert message["channel"] == "alarm" and message["reviewed_at"] is None
-        assert message["payload_size"] == len(garbage) and "Invalid JSON" in message["reason"]
+        signed_size = len(garbage) + len(',"sig":""') + 64
+        assert message["payload_size"] == signed_size and "Invalid JSON" in message["reason"]
+        assert message["suspicious"] is False
+
+        def suspicious() -> list[dict[str, Any]]:
+            items = walk(hq, "/v1/rejected-messages", 50, suspicious=True)
+            return [r for r in items if r["device_id"] == wristband.device_id]
+
+        [forged] = wait_until(suspicious)
+        assert forged["payload_size"] == len(unsigned) and "unsigned" in forged["reason"]
         assert "59.33" not in str(message) and "payload" not in message
         reviewed = hq.post(f"/v1/rejected-messages/{message['id']}/review")
         assert reviewed.status_code == 200 and reviewed.json()["reviewed_at"]
         again = hq.post(f"/v1/rejected-messages/{message['id']}/review").json()
         assert again["reviewed_at"] == reviewed.json()["reviewed_at"]
+        hq.post(f"/v1/rejected-messages/{forged['id']}/review")
         assert refused() is None
         done = walk(hq, "/v1/rejected-messages", 50, reviewed=True)
         assert message["id"] in {r["id"] for r in done}

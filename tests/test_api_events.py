@@ -356,8 +356,10 @@ def test_training_wristbands_raise_test_alarms_that_reach_only_test_recipients(
         assert kit["device_id"] == f"train-{event['id']}-{registration['id']}"
         wait_until(lambda: _accepts(api, kit["device_id"], kit["password"]))
         shown = client.get(f"{path}/training").json()
-        assert shown["kits"] == [kit | {"password": None}]
-        assert created(client.post(f"{path}/training"))["kits"] == [kit | {"password": None}]
+        assert shown["kits"] == [kit | {"password": None, "key": None}]
+        assert created(client.post(f"{path}/training"))["kits"] == [
+            kit | {"password": None, "key": None}
+        ]
         assert (
             client.get(f"{path}/registrations/{registration['id']}").json()["training_device_id"]
             == kit["device_id"]
@@ -375,7 +377,9 @@ def test_training_wristbands_raise_test_alarms_that_reach_only_test_recipients(
             defender_id,
         )
         # ... and the participant pulls the real wristband: an MQTT publish with the kit's login.
-        device = RawDevice(api.broker.host, api.broker.port, kit["device_id"], kit["password"])
+        device = RawDevice(
+            api.broker.host, api.broker.port, kit["device_id"], kit["password"], kit["key"]
+        )
         try:
             pulled = make_alarm("kit-pull-1", kind=AlarmKind.TEST).to_payload()
             assert device.publish("alarm", pulled) == "Success"
@@ -415,7 +419,7 @@ def test_ending_training_makes_the_kits_logins_fail(api: ApiHub) -> None:
         assert ended.json() == {
             "event_id": event["id"],
             "active": False,
-            "kits": [kit | {"password": None}],
+            "kits": [kit | {"password": None, "key": None}],
         }
         wait_until(lambda: not _accepts(api, kit["device_id"], kit["password"]))
         late = client.post(f"{path}/training/alarms", json={"registration_id": registration["id"]})

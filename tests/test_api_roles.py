@@ -48,6 +48,7 @@ ROUTES = {
     ("GET", "/v1/devices/{device_id}"): "operations:read",
     ("POST", "/v1/devices/{device_id}/suspend"): "operations:write",
     ("POST", "/v1/devices/{device_id}/revoke"): "operations:write",
+    ("POST", "/v1/devices/{device_id}/resume"): "operations:write",
     ("GET", "/v1/contacts"): "operations:read",
     ("POST", "/v1/contacts"): "operations:write",
     ("GET", "/v1/contacts/{contact_id}"): "operations:read",

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.x509.oid import NameOID
 
 from broker import PasswordFile
 from broker.config import render
+from broker.pki import PkiError, csr_public_key
 from hub.cli import main
 from hub.config import load_config
 from hub.setup import broker_settings
@@ -114,3 +120,67 @@ def test_suspend_and_revoke(site, capsys) -> None:
     assert natalia(capsys, "device", "revoke", "wb-404", *c)[0] == 2
     code, _, err = natalia(capsys, "broker", "cert", "revoke", "wb-2", *c)
     assert code == 2 and "no certificate" in err
+
+
+def _csr(common_name: str, key: Any = None) -> bytes:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, SHA256())
+    return request.public_bytes(serialization.Encoding.PEM)
+
+
+def test_a_device_certificate_from_its_own_request_leaves_its_key_on_the_device(
+    site, capsys, tmp_path: Path
+) -> None:
+    c = site
+    assert natalia(capsys, "broker", "ca", "init", *c)[0] == 0
+    assert natalia(capsys, "broker", "cert", "device", "wb-1", *c)[0] == 0  # hub-made key first
+    device_key = ec.generate_private_key(ec.SECP256R1())
+    csr = tmp_path / "wb-1.csr"
+    csr.write_bytes(_csr("wb-1", device_key))
+    code, out, _ = natalia(capsys, "broker", "cert", "device", "wb-1", "--csr", str(csr), *c)
+    assert code == 0 and "private key" not in out
+    cert = x509.load_pem_x509_certificate((pki_dir(c) / "devices" / "wb-1.crt").read_bytes())
+    assert cert.public_key() == device_key.public_key()
+    assert cert.subject.rfc4514_string() == "CN=wb-1"
+    ca = x509.load_pem_x509_certificate((pki_dir(c) / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert not (pki_dir(c) / "devices" / "wb-1.key").exists()  # the hub-made key is gone
+
+
+@pytest.mark.parametrize(
+    ("request_pem", "reason"),
+    [
+        (lambda: _csr("wb-2"), "common name must be the device id"),
+        (lambda: _csr("wb-1", rsa.generate_private_key(65537, 1024)), "too weak"),  # noqa: S505
+        (lambda: _csr("wb-1", ec.generate_private_key(ec.SECP256K1())), "is not accepted"),
+        (lambda: b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n", "not a PEM"),
+    ],
+    ids=["other-device", "rsa-1024", "secp256k1", "garbage"],
+)
+def test_a_bad_certificate_request_is_refused_with_its_reason(
+    request_pem: Any, reason: str
+) -> None:
+    with pytest.raises(PkiError, match=reason):
+        csr_public_key(request_pem(), "wb-1")
+
+
+def test_a_request_signed_by_another_key_is_refused() -> None:
+    genuine = x509.load_pem_x509_csr(_csr("wb-1"))
+    other = ec.generate_private_key(ec.SECP256R1())
+    # The subject and key of one request with the signature of another: no proof of possession.
+    forged = (
+        x509.CertificateSigningRequestBuilder().subject_name(genuine.subject).sign(other, SHA256())
+    )
+    der = bytearray(forged.public_bytes(serialization.Encoding.DER))
+    key_der = other.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    swapped = genuine.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    start = der.find(key_der)
+    der[start : start + len(key_der)] = swapped
+    pem = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(PkiError, match="signature is wrong"):
+        csr_public_key(pem, "wb-1")

@@ -24,6 +24,7 @@ from devicekit.protocol import (
     Position,
     Status,
     parse_device_message,
+    utcnow,
 )
 from devicekit.schema import SCHEMA_DIR, json_schemas, write_schemas
 from devicekit.topics import parse_topic, subscription, topic, validate_device_id
@@ -66,7 +67,13 @@ VALID_DEVICE_MESSAGES: dict[str, dict[str, Any]] = {
         "battery": 80,
         "interval_s": 300,
     },
-    "status": {"v": 1, "type": "status", "state": "offline"},
+    "status": {
+        "v": 1,
+        "type": "status",
+        "state": "offline",
+        "ts": "2025-03-01T12:00:00Z",
+        "seq": 9,
+    },
 }
 
 
@@ -142,7 +149,7 @@ def test_hub_messages_validate() -> None:
 
 
 def test_models_are_immutable() -> None:
-    status = Status(state="online")
+    status = Status(state="online", ts=utcnow(), seq=1)
     with pytest.raises(ValueError, match="frozen"):
         status.state = "offline"  # type: ignore[misc]
 
@@ -255,8 +262,8 @@ def test_location_needs_a_position() -> None:
 def test_timestamps_with_an_offset_mean_the_same_instant() -> None:
     plus_two = timezone(timedelta(hours=2))
     alarm = parse_device_message("alarm", payload(alarm_with(ts="2025-03-01T14:00:00+02:00")))
-    assert alarm.ts == datetime(2025, 3, 1, 14, tzinfo=plus_two)  # type: ignore[union-attr]
-    assert alarm.ts == datetime(2025, 3, 1, 12, tzinfo=UTC)  # type: ignore[union-attr]
+    assert alarm.ts == datetime(2025, 3, 1, 14, tzinfo=plus_two)
+    assert alarm.ts == datetime(2025, 3, 1, 12, tzinfo=UTC)
 
 
 # -- JSON Schemas -----------------------------------------------------------------------------

@@ -357,6 +357,7 @@ def test_broker_last_will_reports_the_wristband_offline(scene: Scene, tmp_path) 
     wristband = Wristband(
         "wb-1",
         scene.device_password,
+        key=scene.device_key,
         host=scene.broker.host,
         port=scene.broker.port,
         state_dir=tmp_path / "wb",

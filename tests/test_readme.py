@@ -22,12 +22,12 @@ def test_device_maker_example_raises_an_alarm_the_hub_stores(broker, tmp_path: P
     people = populate_on_broker(
         store.engine, broker, contacts={"HQ console": "console://"}, device_id="wb-0001"
     )
-    code = block.replace(
-        'host="broker.example.org", port=1883', f'host="{broker.host}", port={broker.port}'
-    )
+    code = block.replace('"broker.example.org"', repr(broker.host))
+    code = code.replace("port=1883", f"port={broker.port}")
     code = code.replace('"/var/lib/wristband"', repr(str(tmp_path / "wristband")))
-    assert code != block
+    assert code.count(str(broker.port)) == 1 and str(tmp_path) in code
+    given = {"password": people.device_password, "key": people.device_key}
     with RunningHub(hub_config(broker, url)):
-        exec(code, {"password": people.device_password, "lat": 43.3178, "lon": 45.6982})  # noqa: S102
+        exec(code, {**given, "lat": 43.3178, "lon": 45.6982})  # noqa: S102
     [alarm] = store.alarms()
     assert (alarm.device_id, alarm.kind, alarm.lat) == ("wb-0001", "panic", 43.3178)

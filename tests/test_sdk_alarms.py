@@ -117,13 +117,22 @@ def test_deliveries_are_listed_per_alarm_and_overall(
 
 def test_rejected_messages_are_listed_and_reviewed(sdk: Both, wristbands: list[RawDevice]) -> None:
     device = wristband(sdk, wristbands)
-    assert device.publish("alarm", b'{"not": "json"') == "Success"
+    assert device.publish("alarm", b'{"not": "json",}') == "Success"  # signed, not JSON
+    assert device.publish("alarm", b'{"v": 1}', signed=False) == "Success"  # unsigned
 
     def refused():
         waiting = sdk(lambda c: c.rejected_messages.iter(reviewed=False))
         return next((m for m in waiting if m.device_id == device.device_id), None)
 
+    def suspicious():
+        flagged = sdk(lambda c: c.rejected_messages.list(suspicious=True, limit=200)).items
+        return [m for m in flagged if m.device_id == device.device_id]
+
+    [forged] = wait_until(suspicious)
+    assert forged.suspicious and "unsigned" in forged.reason
+    sdk(lambda c: c.rejected_messages.review(forged.id), ApiRole.HQ)
     message = wait_until(refused)
+    assert not message.suspicious and "Invalid JSON" in message.reason
     reviewed = sdk(lambda c: c.rejected_messages.review(message.id), ApiRole.HQ)
     assert reviewed.reviewed_at is not None and refused() is None
     done = sdk(lambda c: c.rejected_messages.list(reviewed=True, limit=200)).items

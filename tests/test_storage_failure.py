@@ -8,7 +8,7 @@ import logging
 
 from sqlalchemy import text
 
-from tests.support.device import RawDevice, make_alarm
+from tests.support.device import make_alarm
 from tests.support.hubs import RunningHub, hub_config, open_store
 from tests.support.population import populate_on_broker
 from tests.support.receivers import wait_until
@@ -21,7 +21,7 @@ def test_alarm_not_stored_is_not_acked_and_is_processed_after_recovery(
     people = populate_on_broker(
         store.engine, broker, contacts={"Sister": smtp_server.url("sister@example.org")}
     )
-    device = RawDevice(broker.host, broker.port, people.device_id, people.device_password)
+    device = people.raw_device(broker)
     config = hub_config(broker, database_url)
     config.broker.redelivery_delay_s = 0.5
     caplog.set_level(logging.INFO)

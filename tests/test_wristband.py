@@ -36,6 +36,7 @@ from devicekit.protocol import (
     parse_device_message,
     utcnow,
 )
+from devicekit.signing import new_key, parse_key, sign, verify
 from devicekit.topics import parse_topic, topic
 from tests.support.brokers import RunningBroker, start_broker
 from tests.support.receivers import wait_until
@@ -43,13 +44,14 @@ from tests.support.receivers import wait_until
 REPO = Path(__file__).resolve().parents[1]
 LAT, LON = 52.516275, 13.377704  # digits that must never show up in a log or on stdout
 POSITION = Position(lat=LAT, lon=LON, accuracy_m=8.5, fix_ts=utcnow())
+KEY = new_key()  # every test wristband's signing key; the stand-in checks each signature
 
 
 @dataclass(frozen=True)
 class Received:
     device_id: str
     channel: str
-    payload: bytes
+    payload: bytes  #: the message without its signature (the stand-in checked it)
     retained: bool
 
 
@@ -78,10 +80,11 @@ class HubStandIn:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         device_id, channel = parse_topic(msg.topic)
+        body = verify(parse_key(KEY), msg.topic, bytes(msg.payload))  # as the hub does
         with self._lock:
-            self.received.append(Received(device_id, channel, bytes(msg.payload), bool(msg.retain)))
+            self.received.append(Received(device_id, channel, body, bool(msg.retain)))
         if self.auto_ack and channel == "alarm":
-            alarm = parse_device_message("alarm", bytes(msg.payload))
+            alarm = parse_device_message("alarm", body)
             assert isinstance(alarm, Alarm)
             self.ack(device_id, alarm.alarm_id, wait=False)
 
@@ -128,18 +131,19 @@ class HubStandIn:
         *,
         wait: bool = True,
     ) -> None:
-        info = self._client.publish(
-            topic(device_id, "ack"),
-            HubAck(alarm_id=alarm_id, stage=stage, ts=utcnow()).to_payload(),
-            qos=1,
-        )
+        name = topic(device_id, "ack")
+        ack = HubAck(alarm_id=alarm_id, stage=stage, ts=utcnow()).to_payload()
+        info = self._client.publish(name, sign(parse_key(KEY), name, ack), qos=1)
         if wait:
             info.wait_for_publish(10)
 
+    def publish_raw(self, name: str, payload: bytes) -> None:
+        self._client.publish(name, payload, qos=1).wait_for_publish(10)
+
     def command(self, device_id: str, command: Command) -> None:
-        self._client.publish(topic(device_id, "cmd"), command.to_payload(), qos=1).wait_for_publish(
-            10
-        )
+        name = topic(device_id, "cmd")
+        signed = sign(parse_key(KEY), name, command.to_payload())
+        self._client.publish(name, signed, qos=1).wait_for_publish(10)
 
     def close(self) -> None:
         self._client.disconnect()
@@ -166,7 +170,13 @@ def make_band(
     device_id, password = device
     options.setdefault("resend_interval", 0.3)
     return Wristband(
-        device_id, password, host=broker.host, port=broker.port, state_dir=state_dir, **options
+        device_id,
+        password,
+        key=KEY,
+        host=broker.host,
+        port=broker.port,
+        state_dir=state_dir,
+        **options,
     )
 
 
@@ -199,6 +209,32 @@ def test_alarm_is_resent_with_the_same_id_until_acked_and_not_after(
         assert first.alarm_id not in ids[second_copy:]
 
 
+def test_an_ack_the_hub_did_not_sign_settles_nothing(
+    broker: RunningBroker,
+    hub: HubStandIn,
+    device: tuple[str, str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whoever controls the broker (here: its hub account) cannot fake the hub's ack."""
+    device_id = device[0]
+    with make_band(broker, device, tmp_path / "state") as band:
+        band.wait_connected()
+        alarm = band.trigger(AlarmKind.PANIC, POSITION)
+        name = topic(device_id, "ack")
+        forged = HubAck(alarm_id=alarm.alarm_id, stage=AckStage.RESOLVED, ts=utcnow())
+        hub.publish_raw(name, forged.to_payload())  # unsigned
+        hub.publish_raw(name, sign(parse_key(new_key()), name, forged.to_payload()))  # other key
+        wait_until(lambda: caplog.text.count("ignored a message on") >= 2)
+        assert band.last_ack(alarm.alarm_id) is None and band.pending() == [alarm]
+        count = len(hub.messages(device_id, "alarm"))
+        wait_until(lambda: len(hub.messages(device_id, "alarm")) > count)  # still re-sent
+        hub.ack(device_id, alarm.alarm_id)  # the hub's own, signed with the device's key
+        assert band.wait_for_ack(alarm.alarm_id, timeout=10).stage is AckStage.RECEIVED
+        assert band.pending() == []
+    assert "RESOLVED" not in caplog.text and "resolved" not in caplog.text
+
+
 def test_alarm_raised_before_the_broker_is_reachable_is_sent_once_it_is(
     tmp_path: Path,
 ) -> None:
@@ -207,6 +243,7 @@ def test_alarm_raised_before_the_broker_is_reachable_is_sent_once_it_is(
     band = Wristband(
         device_id,
         password,
+        key=KEY,
         port=port,
         state_dir=tmp_path / "state",
         resend_interval=0.3,
@@ -445,7 +482,7 @@ def simulate(
     broker: RunningBroker, device: tuple[str, str], state_dir: Path, out: Path, *args: str
 ) -> subprocess.Popen[bytes]:
     device_id, password = device
-    env = {**os.environ, "NATALIA_DEVICE_PASSWORD": password}
+    env = {**os.environ, "NATALIA_DEVICE_PASSWORD": password, "NATALIA_DEVICE_KEY": KEY}
     command = [
         sys.executable,
         "-m",
@@ -547,6 +584,7 @@ def device_env(broker: RunningBroker, device: tuple[str, str], state_dir: Path) 
         "NATALIA_MQTT_PORT": str(broker.port),
         "NATALIA_DEVICE_ID": device[0],
         "NATALIA_DEVICE_PASSWORD": device[1],
+        "NATALIA_DEVICE_KEY": KEY,
         "NATALIA_STATE_DIR": str(state_dir),
     }
 

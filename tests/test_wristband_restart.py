@@ -14,8 +14,11 @@ from tests.support.population import populate_on_broker
 from tests.support.receivers import wait_until
 
 
-def simulate(broker, password: str, state_dir: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "NATALIA_DEVICE_PASSWORD": password}
+def simulate(
+    broker, credentials: tuple[str, str], state_dir: Path, *extra: str
+) -> subprocess.Popen[str]:
+    password, key = credentials
+    env = {**os.environ, "NATALIA_DEVICE_PASSWORD": password, "NATALIA_DEVICE_KEY": key}
     return subprocess.Popen(
         [
             sys.executable,
@@ -55,7 +58,7 @@ def test_killed_wristband_resends_after_restart_and_alarm_is_stored_once(
 
     first = simulate(
         broker,
-        people.device_password,
+        (people.device_password, people.device_key),
         state_dir,
         "--lat",
         "43.3",
@@ -77,7 +80,14 @@ def test_killed_wristband_resends_after_restart_and_alarm_is_stored_once(
     first.stdout.close()
 
     with RunningHub(config):
-        second = simulate(broker, people.device_password, state_dir, "--resume", "--wait", "30")
+        second = simulate(
+            broker,
+            (people.device_password, people.device_key),
+            state_dir,
+            "--resume",
+            "--wait",
+            "30",
+        )
         output, _ = second.communicate(timeout=60)
         assert second.returncode == 0, output
         assert f"alarm {alarm_id} (panic) pending" in output  # found on disk after the kill

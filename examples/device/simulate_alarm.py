@@ -1,12 +1,13 @@
 """Raise one alarm from a simulated wristband and wait for the hub's ack.
 
-    NATALIA_DEVICE_PASSWORD=... python examples/device/simulate_alarm.py \
+    NATALIA_DEVICE_PASSWORD=... NATALIA_DEVICE_KEY=... python examples/device/simulate_alarm.py \
         --host 127.0.0.1 --port 1883 --device-id wb-0001
 
 Every option falls back to an environment variable (NATALIA_MQTT_HOST, NATALIA_MQTT_PORT,
-NATALIA_DEVICE_ID, NATALIA_DEVICE_PASSWORD, NATALIA_STATE_DIR), so the password need not appear
-in ``ps``. Exit code 0 when the hub acked the alarm, 3 when no ack came within ``--wait`` seconds
-(the alarm stays in the state dir and a re-run re-sends it with the same id).
+NATALIA_DEVICE_ID, NATALIA_DEVICE_PASSWORD, NATALIA_STATE_DIR); the signing key comes from
+NATALIA_DEVICE_KEY only, so neither secret appears in ``ps``. Exit code 0 when the hub acked the
+alarm, 3 when no ack came within ``--wait`` seconds (the alarm stays in the state dir and a re-run
+re-sends it with the same id).
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    if not args.password:
-        print("set NATALIA_DEVICE_PASSWORD (or give --password)", file=sys.stderr)
+    key = os.environ.get("NATALIA_DEVICE_KEY")
+    if not args.password or not key:
+        print("set NATALIA_DEVICE_PASSWORD and NATALIA_DEVICE_KEY", file=sys.stderr)
         return 2
     # A made-up fix; a real wristband passes its last GNSS fix, or None when it has none.
     fix = Position(lat=-12.0464, lon=-77.0428, accuracy_m=15.0, fix_ts=utcnow())
     with Wristband(
         args.device_id,
         args.password,
+        key=key,
         host=args.host,
         port=args.port,
         state_dir=args.state_dir,

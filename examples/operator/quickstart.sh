@@ -24,10 +24,11 @@ natalia contact add "HQ duty desk" console:// --hq -c "$CONFIG"
 #   natalia contact add "Sister" "mailtos://user:app-password@gmail.com?to=sister@example.org" --defender 1 -c "$CONFIG"
 #   natalia contact add "HQ Telegram" "tgram://BOT_TOKEN/CHAT_ID" --hq -c "$CONFIG"
 
-# The password is printed once; keep it for the wristband's provisioning.
-NATALIA_DEVICE_PASSWORD=$(natalia device add wb-0001 --defender 1 -c "$CONFIG" \
-    | sed -n 's/.*shown once): //p')
-export NATALIA_DEVICE_PASSWORD
+# The password and the signing key are printed once; keep them for the wristband's provisioning.
+REGISTERED=$(natalia device add wb-0001 --defender 1 -c "$CONFIG")
+NATALIA_DEVICE_PASSWORD=$(printf '%s\n' "$REGISTERED" | sed -n 's/.*password (shown once): //p')
+NATALIA_DEVICE_KEY=$(printf '%s\n' "$REGISTERED" | sed -n 's/.*key (shown once): //p')
+export NATALIA_DEVICE_PASSWORD NATALIA_DEVICE_KEY
 
 for _ in $(seq 1 100); do [ -f "$SITE/hub.ready" ] && break; sleep 0.1; done
 

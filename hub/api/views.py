@@ -35,6 +35,7 @@ def alarm_view(row: AlarmRow) -> Alarm:
         position=position,
         battery=row.battery,
         copies_received=row.copies_received,
+        clock_skew_s=row.clock_skew_s,
         acknowledged_at=row.acknowledged_at,
         verified_at=row.verified_at,
         closed_at=row.closed_at,

@@ -25,6 +25,7 @@ from broker.accounts import PasswordFile, generate_password
 from broker.config import BrokerSettings
 from broker.launcher import signal_running_broker
 from devicekit import protocol
+from devicekit.signing import new_key
 from hub.admin import AdminError, add_device
 from hub.clock import Clock
 from hub.conference.errors import ConferenceConflict, ConferenceNotFound
@@ -41,6 +42,7 @@ class Kit:
     registration_id: int
     device_id: str
     password: str | None = None  #: only when just handed out
+    key: str | None = None  #: the signing key, only when just handed out
 
 
 def kit_device_id(event_id: int, registration_id: int) -> str:
@@ -93,15 +95,15 @@ def start_training(engine: Engine, event_id: int, broker_data_dir: Path | None) 
             for row in _active_defender_registrations(session, event_id)
             if row.training_device_id is None or not _device_active(session, row)
         ]
-    passwords = {
+    handed = {
         registration_id: _hand_kit(engine, event_id, registration_id, defender_id, broker_data_dir)
         for registration_id, defender_id in needing
     }
-    if passwords:
-        log.info("event %s: %d training wristband(s) handed out", event_id, len(passwords))
+    if handed:
+        log.info("event %s: %d training wristband(s) handed out", event_id, len(handed))
     with Session(engine) as session:
         return [
-            Kit(kit.registration_id, kit.device_id, passwords.get(kit.registration_id))
+            Kit(kit.registration_id, kit.device_id, *handed.get(kit.registration_id, (None, None)))
             for kit in kits(session, event_id)
         ]
 
@@ -113,37 +115,39 @@ def _device_active(session: Session, row: ConferenceRegistration) -> bool:
 
 def _hand_kit(
     engine: Engine, event_id: int, registration_id: int, defender_id: int, data_dir: Path
-) -> str:
+) -> tuple[str, str]:
     """A new device with its broker account, or a retired kit of this defender made to work
-    again with a new password (training restarted, or a call cut short).
+    again with a new password and key (training restarted, or a call cut short). Returns the
+    password and the signing key.
 
-    Two calls at the same moment may both hand out a kit: the password in the later response
-    is the one that works.
+    Two calls at the same moment may both hand out a kit: the credentials in the later response
+    are the ones that work.
     """
     device_id = kit_device_id(event_id, registration_id)
     with Session(engine) as session:
         exists = session.get(Device, device_id) is not None
     if not exists:
         try:
-            password = add_device(engine, device_id, defender_id, data_dir).password
+            creds = add_device(engine, device_id, defender_id, data_dir)
+            password, key = creds.password, creds.key
         except (AdminError, IntegrityError) as exc:  # perhaps registered by a parallel call
             with Session(engine) as session:
                 if session.get(Device, device_id) is None:  # not a race: something else is wrong
                     reason = str(exc) if isinstance(exc, AdminError) else "the database refused it"
                     raise ConferenceConflict(f"cannot hand out {device_id}: {reason}") from None
-            password = _reissue(engine, device_id, defender_id, data_dir)
+            password, key = _reissue(engine, device_id, defender_id, data_dir)
     else:
-        password = _reissue(engine, device_id, defender_id, data_dir)
+        password, key = _reissue(engine, device_id, defender_id, data_dir)
     with Session(engine) as session:
         registration = session.get(ConferenceRegistration, registration_id)
         assert registration is not None
         registration.training_device_id = device_id
         session.add(registration)
         session.commit()
-    return password
+    return password, key
 
 
-def _reissue(engine: Engine, device_id: str, defender_id: int, data_dir: Path) -> str:
+def _reissue(engine: Engine, device_id: str, defender_id: int, data_dir: Path) -> tuple[str, str]:
     with Session(engine) as session:
         device = session.get(Device, device_id)
         assert device is not None
@@ -153,10 +157,13 @@ def _reissue(engine: Engine, device_id: str, defender_id: int, data_dir: Path) -
         settings = BrokerSettings(data_dir=data_dir)
         PasswordFile(settings.password_file).set(device_id, password)
         device.active = True
+        # A new key starts a new sequence: the marks of the old key do not apply to it.
+        device.key, device.alarm_seq, device.telemetry_seq = new_key(), None, None
+        key = device.key
         session.add(device)
         session.commit()
     signal_running_broker(settings)
-    return password
+    return password, key
 
 
 def end_training(engine: Engine, event_id: int, broker_data_dir: Path | None) -> None:
@@ -232,7 +239,7 @@ def run_training_alarm(
     )
     store = Store(engine, lifecycle, clock)
     try:
-        outcome = store.record_alarm(device_id, message)
+        outcome = store.record_alarm(device_id, message, from_device=False)
     except UnknownDevice as exc:  # retired meanwhile
         raise ConferenceConflict(str(exc)) from None
     detail = f"training alarm for event {event_id}, registration {registration_id}"

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from devicekit import protocol
-from devicekit.topics import topic
+from devicekit.signing import parse_key, sign, verify
+from devicekit.topics import parse_topic, topic
 from devicekit.wristband import Wristband, new_alarm_id
 from hub.faults.postgres import (
     database_outage,
@@ -172,7 +173,8 @@ def run_broker_kill(
             band.stop()
         site.broker.start()
         # A marker queued behind whatever survived: once the hub has it, the queue is drained.
-        _publish_once(site, probe, "status", protocol.Status(state="online").to_payload())
+        marker = protocol.Status(state="online", ts=protocol.utcnow(), seq=1)
+        _publish_once(site, probe, "status", marker.to_payload())
         site.start_hub()
         drained = wait_for(lambda: site.device_seen(probe), timeout)
         kept_by_broker = site.stored_count(sent)
@@ -327,7 +329,9 @@ async def _storm(site: Site, give_up_after: float, connecting: int = 64) -> _Sto
 
     def on_message(client: Any, topic_name: str, payload: bytes, qos: int, props: Any) -> int:
         with contextlib.suppress(ValueError):
-            outcome.acked.add(protocol.HubAck.model_validate_json(payload).alarm_id)
+            device_id = parse_topic(topic_name).device_id
+            body = verify(parse_key(site.keys[device_id]), topic_name, payload)  # as devices do
+            outcome.acked.add(protocol.HubAck.model_validate_json(body).alarm_id)
             if len(outcome.acked) >= len(payloads):
                 everything_acked.set()
         return 0
@@ -357,7 +361,8 @@ async def _storm(site: Site, give_up_after: float, connecting: int = 64) -> _Sto
                 battery=80,
             )
             outcome.alarms[device_id] = alarm.alarm_id
-            payloads[device_id] = alarm.to_payload()
+            name = topic(device_id, "alarm")
+            payloads[device_id] = sign(parse_key(site.keys[device_id]), name, alarm.to_payload())
         first = time.monotonic()
         for device_id, client in clients.items():
             client.publish(topic(device_id, "alarm"), payloads[device_id], qos=1)
@@ -388,7 +393,9 @@ def _publish_once(site: Site, device_id: str, channel: str, payload: bytes) -> N
     client.connect(site.broker.host, site.broker.port)
     client.loop_start()
     try:
-        client.publish(topic(device_id, channel), payload, qos=1).wait_for_publish(10)
+        name = topic(device_id, channel)
+        signed = sign(parse_key(site.keys[device_id]), name, payload)
+        client.publish(name, signed, qos=1).wait_for_publish(10)
     finally:
         client.disconnect()
         client.loop_stop()

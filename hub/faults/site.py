@@ -23,7 +23,8 @@ from broker.launcher import BrokerProcess, free_port
 from devicekit import protocol
 from devicekit.wristband import Wristband
 from hub import admin
-from hub.db import make_engine
+from hub.config import load_config
+from hub.db import engine_for
 from hub.demo import start_hub_process, stop_process
 from hub.models import OPEN_STATUSES, Alarm, Delivery, Device, Role
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
@@ -206,8 +207,9 @@ class Site:
         #: contact id -> the receiver path of that recipient
         self.recipients: dict[int, str] = {}
         self.passwords: dict[str, str] = {}
+        self.keys: dict[str, str] = {}
         self._cleanup = contextlib.ExitStack()
-        self.engine = make_engine(self.database_url)
+        self.engine = engine_for(load_config(self.config_path))  # its keys, its database
         self._cleanup.callback(self.engine.dispose)
         self.receiver = AlarmReceiver().start()
         self._cleanup.callback(self.receiver.stop)
@@ -240,12 +242,14 @@ class Site:
         for device_id in device_ids:
             creds = admin.add_device(self.engine, device_id, defender.id, data_dir)
             self.passwords[device_id] = creds.password
+            self.keys[device_id] = creds.key
 
     def wristband(self, device_id: str) -> Wristband:
         """The reference client for ``device_id``, its state dir under the site (not started)."""
         return Wristband(
             device_id,
             self.passwords[device_id],
+            key=self.keys[device_id],
             host=self.broker.host,
             port=self.broker.port,
             state_dir=self.workdir / "wristbands" / device_id,

@@ -28,6 +28,7 @@ from hub.config import WebhooksConfig
 from hub.db import make_engine
 from hub.deliveries import new_instance_id
 from hub.retry import RetryPolicy
+from hub.sealing import Keyring
 from hub.webhooks import signing
 from hub.webhooks.fanout import Fanout
 from hub.webhooks.outbox import Outcome, WebhookJob, WebhookOutbox
@@ -75,11 +76,16 @@ async def post(client: httpx.AsyncClient, job: WebhookJob, timeout: float) -> Ou
 
 class WebhookSender:
     def __init__(
-        self, config: WebhooksConfig, database_url: str, clock: Clock, poll_interval: float
+        self,
+        config: WebhooksConfig,
+        database_url: str,
+        clock: Clock,
+        poll_interval: float,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.poll_interval = poll_interval
-        self.engine = make_engine(database_url)
+        self.engine = make_engine(database_url, keyring)  # bodies are sealed (hub/sealing.py)
         self.fanout = Fanout(self.engine, clock)
         self.outbox = WebhookOutbox(self.engine, clock, policy_for(config), new_instance_id())
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="natalia-webhooks")

@@ -11,10 +11,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from hub.models import utc_now
+from hub.sealing import SealedText
 
 
 class WebhookDeliveryStatus(enum.StrEnum):
@@ -38,7 +39,9 @@ class WebhookSubscription(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     url: str = Field(max_length=2000, description="May hold credentials: shown masked.")
-    secret: str = Field(max_length=200, repr=False)
+    secret: str = Field(  # sealed (hub/sealing.py)
+        sa_column=Column(SealedText("webhooksubscription.secret"), nullable=False), repr=False
+    )
     events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     description: str = Field(default="", max_length=500)
     active: bool = Field(default=True, index=True)
@@ -67,7 +70,9 @@ class WebhookDelivery(SQLModel, table=True):
     webhook_id: int = Field(foreign_key="webhooksubscription.id", index=True)
     event_id: str = Field(max_length=200)
     event_type: str = Field(max_length=200)
-    body: str = Field(sa_column=Column(Text, nullable=False), repr=False)
+    body: str = Field(  # sealed: it holds positions (hub/sealing.py)
+        sa_column=Column(SealedText("webhookdelivery.body", ("",)), nullable=False), repr=False
+    )
     status: str = Field(default=WebhookDeliveryStatus.PENDING.value, index=True)
     attempts: int = 0
     response_status: int | None = None

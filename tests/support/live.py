@@ -69,7 +69,9 @@ def raise_alarm(api: ApiHub, device_id: str, contacts: dict[str, str] | None = N
     engine = make_engine(api.database_url)
     try:
         people = populate_on_broker(engine, api.broker, contacts or {}, device_id=device_id)
-        device = RawDevice(api.broker.host, api.broker.port, device_id, people.device_password)
+        device = RawDevice(
+            api.broker.host, api.broker.port, device_id, people.device_password, people.device_key
+        )
         try:
             assert device.publish("alarm", make_alarm(f"{device_id}-1").to_payload()) == "Success"
         finally:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 from hub import admin
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from tests.support.brokers import RunningBroker
+from tests.support.device import RawDevice
 
 
 @dataclass
@@ -17,7 +18,14 @@ class Population:
     defender_id: int
     device_id: str
     device_password: str
+    device_key: str
     contact_ids: dict[str, int] = field(default_factory=dict)
+
+    def raw_device(self, broker: RunningBroker) -> RawDevice:
+        """A bare MQTT client logged in as this device, signing with its key (not yet closed)."""
+        return RawDevice(
+            broker.host, broker.port, self.device_id, self.device_password, self.device_key
+        )
 
 
 def populate(
@@ -33,7 +41,7 @@ def populate(
     defender = admin.add_defender(engine, defender_name, timezone="Europe/Stockholm")
     assert defender.id is not None
     creds = admin.add_device(engine, device_id, defender.id, broker_data_dir)
-    population = Population(defender.id, device_id, creds.password)
+    population = Population(defender.id, device_id, creds.password, creds.key)
     for name, url in (hq or {}).items():
         contact = admin.add_contact(engine, registry, name, url, None)
         assert contact.id is not None

@@ -50,6 +50,7 @@ class Scene:
         )
         self.broker.add_account("wb-1", creds.password)
         self.device_password = creds.password
+        self.device_key = creds.key
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ class Scene:
         self.hub = RunningHub(self.config, clock=self.clock).start()
         if device and self.device is None:
             self.device = RawDevice(
-                self.broker.host, self.broker.port, "wb-1", self.device_password
+                self.broker.host, self.broker.port, "wb-1", self.device_password, self.device_key
             )
         return self
 

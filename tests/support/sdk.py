@@ -92,7 +92,9 @@ def wristband(sdk: Both, made: list[RawDevice], defender_id: int | None = None) 
     credentials = sdk(lambda c: c.devices.create(device_id=device_id, defender_id=defender_id))
     broker = sdk.api.broker
     wait_until(lambda: try_connect(broker.host, broker.port, device_id, credentials.password) == 0)
-    made.append(RawDevice(broker.host, broker.port, device_id, credentials.password))
+    made.append(
+        RawDevice(broker.host, broker.port, device_id, credentials.password, credentials.key)
+    )
     return made[-1]
 
 

@@ -34,7 +34,7 @@ from hub.api.routes._common import (
 )
 from hub.api.tokens import Principal
 from hub.models import Device as DeviceRow
-from sdk.models import Device, DeviceCredentials, DeviceIn, Page
+from sdk.models import Device, DeviceCredentials, DeviceIn, DeviceResumed, Page
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,20 @@ def register_device(
     with _registering:
         try:
             with domain_errors():
-                creds = add_device(ctx.engine, body.id, body.defender_id, ctx.broker_data_dir)
+                creds = add_device(
+                    ctx.engine,
+                    body.id,
+                    body.defender_id,
+                    ctx.broker_data_dir,
+                    encrypt=body.encrypt,
+                )
         except IntegrityError:  # another hub on the same database registered it meanwhile
             raise Conflict(f"{body.id!r} was registered meanwhile") from None
     return DeviceCredentials(
-        device_id=creds.device_id, password=creds.password, broker_reloaded=creds.broker_reloaded
+        device_id=creds.device_id,
+        password=creds.password,
+        key=creds.key,
+        broker_reloaded=creds.broker_reloaded,
     )
 
 
@@ -120,6 +129,32 @@ def revoke_device(
     device_id: DeviceId, ctx: Context, session: DbSession, principal: OperationsWriter
 ) -> Device:
     return _stop(ctx, session, device_id, principal, admin.revoke_device)
+
+
+@router.post(
+    "/{device_id}/resume",
+    response_model=DeviceResumed,
+    summary="Bring a suspended wristband back with a new broker password (shown once)",
+    responses={409: {"description": "The device is active, or revoked: re-provision it"}},
+)
+def resume_device(
+    device_id: DeviceId, ctx: Context, session: DbSession, principal: OperationsWriter
+) -> DeviceResumed:
+    """Undoes suspend: active again, a new password, its certificate off hold. The signing key
+    stays. A revoked device cannot be resumed: it needs a new identity
+    (``natalia device provision ID --rekey``)."""
+    get_or_404(session, DeviceRow, device_id, "device")
+    try:
+        done = admin.resume_device(ctx.engine, device_id, ctx.broker_data_dir)
+    except admin.AdminError as exc:
+        raise Conflict(str(exc)) from None
+    log.warning("device %s resumed by %s", device_id, principal.actor)
+    return DeviceResumed(
+        device_id=done.device_id,
+        password=done.password,
+        certificate_released=done.certificate_serial is not None,
+        broker_reloaded=done.broker_reloaded,
+    )
 
 
 def _stop(

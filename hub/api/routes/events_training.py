@@ -33,6 +33,7 @@ def as_training(
                 registration_id=kit.registration_id,
                 device_id=kit.device_id,
                 password=kit.password,
+                key=kit.key,
             )
             for kit in kits
         ],

@@ -36,6 +36,9 @@ def list_rejected(
     reviewed: Annotated[
         bool | None, Query(description="false: only those HQ has not reviewed yet.")
     ] = None,
+    suspicious: Annotated[
+        bool | None, Query(description="true: only those that may be forged or replayed.")
+    ] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[RejectedMessage]:
@@ -43,6 +46,8 @@ def list_rejected(
     if reviewed is not None:
         reviewed_at = col(RejectedRow.reviewed_at)
         query = query.where(reviewed_at.is_not(None) if reviewed else reviewed_at.is_(None))
+    if suspicious is not None:
+        query = query.where(RejectedRow.suspicious == suspicious)
     return paginate(
         session, query, RejectedRow.id, as_rejected, limit=limit, cursor=cursor, newest_first=True
     )

@@ -101,39 +101,40 @@ class Ingest:
             return await self._handle_device(topic, device_id, channel, payload)
 
     async def _handle_device(self, topic: str, device_id: str, channel: str, payload: bytes) -> int:
-        device = await self.db.run(self.db.store.device_key, device_id)
-        if device is None:
-            reason = f"device {device_id!r} is not registered"
-            return await self._reject(topic, device_id, channel, reason, payload)
         try:
-            body = open_payload(device, topic, payload)
+            # One trip to the database thread: key, checks, parsing and storing together.
+            outcome = await self.db.run(self._admit, topic, device_id, channel, payload)
         except Suspicious as exc:
             return await self._reject(topic, device_id, channel, str(exc), payload, True)
-        try:
-            message = protocol.parse_device_message(channel, body)
         except ValidationError as exc:
-            return await self._reject(
-                topic, device_id, channel, describe_validation_error(exc), payload
+            reason = describe_validation_error(exc)
+            return await self._reject(topic, device_id, channel, reason, payload)
+        except (ValueError, UnknownDevice, UnknownAlarm) as exc:
+            return await self._reject(topic, device_id, channel, str(exc), payload)
+        if outcome is not None:
+            log.info(
+                "alarm %s from device %s: %s",
+                f"A{outcome.alarm_pk}",
+                device_id,
+                "stored" if outcome.created else "copy of a stored alarm",
             )
-        except ValueError as exc:
-            return await self._reject(topic, device_id, channel, str(exc), payload)
-        try:
-            if isinstance(message, protocol.Alarm):
-                outcome = await self.db.run(self.db.store.record_alarm, device_id, message)
-                log.info(
-                    "alarm %s from device %s: %s",
-                    f"A{outcome.alarm_pk}",
-                    device_id,
-                    "stored" if outcome.created else "copy of a stored alarm",
-                )
-                await self.on_alarm(outcome)
-            else:
-                await self.db.run(self.db.store.record_device_message, device_id, message)
-        except (UnknownDevice, UnknownAlarm) as exc:
-            return await self._reject(topic, device_id, channel, str(exc), payload)
-        except Suspicious as exc:
-            return await self._reject(topic, device_id, channel, str(exc), payload, True)
+            await self.on_alarm(outcome)
         return PUBACK_SUCCESS
+
+    def _admit(
+        self, topic: str, device_id: str, channel: str, payload: bytes
+    ) -> AlarmOutcome | None:
+        """On the database thread: check the signature, parse, store. Raises Suspicious,
+        ValueError (a malformed message), UnknownDevice or UnknownAlarm to have it refused."""
+        store = self.db.store
+        device = store.device_key(device_id)
+        if device is None:
+            raise UnknownDevice(f"device {device_id!r} is not registered")
+        message = protocol.parse_device_message(channel, open_payload(device, topic, payload))
+        if isinstance(message, protocol.Alarm):
+            return store.record_alarm(device_id, message)
+        store.record_device_message(device_id, message)
+        return None
 
     async def _handle_owntracks(self, topic: str, payload: bytes) -> int:
         """A responder's phone (the OwnTracks app) reporting where it is."""

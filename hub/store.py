@@ -152,6 +152,7 @@ class Store(DeliveryStore):
             if message.battery is not None:
                 supervision.record_battery(session, device, message.battery, now)
             session.add(device)
+            alarm_pk, key = _pk(alarm), device.key  # read now: a commit expires both rows
             try:
                 session.commit()
             except IntegrityError:  # another hub instance stored it first
@@ -159,9 +160,7 @@ class Store(DeliveryStore):
                 existing = self._find_alarm(session, device_id, message.alarm_id)
                 assert existing is not None
                 return self._record_copy(session, existing)
-            return AlarmOutcome(
-                _pk(alarm), alarm.alarm_id, device_id, True, AckStage.RECEIVED, device.key
-            )
+            return AlarmOutcome(alarm_pk, message.alarm_id, device_id, True, AckStage.RECEIVED, key)
 
     def device_key(self, device_id: str) -> DeviceKey | None:
         """The device's key and encryption setting, or None when no such device is registered."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
@@ -132,7 +132,7 @@ class Ingest:
             raise UnknownDevice(f"device {device_id!r} is not registered")
         message = protocol.parse_device_message(channel, open_payload(device, topic, payload))
         if isinstance(message, protocol.Alarm):
-            return store.record_alarm(device_id, message)
+            return replace(store.record_alarm(device_id, message), device_key=device.key)
         store.record_device_message(device_id, message)
         return None
 

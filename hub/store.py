@@ -55,7 +55,7 @@ class AlarmOutcome:
     device_id: str
     created: bool
     ack_stage: AckStage
-    device_key: str | None = None  #: signs the ack (PROTOCOL.md 5.5); a secret
+    device_key: str | None = None  #: signs the ack (PROTOCOL.md 5.5), set by the ingest; secret
 
 
 def ack_stage_of(alarm: Alarm) -> AckStage:
@@ -152,7 +152,7 @@ class Store(DeliveryStore):
             if message.battery is not None:
                 supervision.record_battery(session, device, message.battery, now)
             session.add(device)
-            alarm_pk, key = _pk(alarm), device.key  # read now: a commit expires both rows
+            alarm_pk = _pk(alarm)  # read now: the commit expires the row
             try:
                 session.commit()
             except IntegrityError:  # another hub instance stored it first
@@ -160,7 +160,7 @@ class Store(DeliveryStore):
                 existing = self._find_alarm(session, device_id, message.alarm_id)
                 assert existing is not None
                 return self._record_copy(session, existing)
-            return AlarmOutcome(alarm_pk, message.alarm_id, device_id, True, AckStage.RECEIVED, key)
+            return AlarmOutcome(alarm_pk, message.alarm_id, device_id, True, AckStage.RECEIVED)
 
     def device_key(self, device_id: str) -> DeviceKey | None:
         """The device's key and encryption setting, or None when no such device is registered."""
@@ -329,10 +329,7 @@ class Store(DeliveryStore):
             )
         )
         session.commit()
-        device = session.get(Device, alarm.device_id)
-        key = device.key if device is not None else None
-        stage = ack_stage_of(alarm)
-        return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, stage, key)
+        return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, ack_stage_of(alarm))
 
     def _alarm_message(
         self,

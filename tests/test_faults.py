@@ -14,6 +14,7 @@ from hub.faults import FaultResult, run_broker_kill, run_db_down, run_hub_kill, 
 
 #: Longest wait inside a scenario; a failure shows as counts, not as a hang.
 SETTLE_S = 90.0
+STORM_WAIT_S = 180.0
 
 
 def assert_nothing_lost(result: FaultResult) -> None:
@@ -66,11 +67,13 @@ def test_alarms_raised_while_the_database_is_away_are_not_acked_and_processed_af
     assert_nothing_lost(result)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_storm_of_1000_alarms_on_a_failing_channel_is_delivered_after_it_recovers(
     tmp_path: Path,
 ) -> None:
-    result = run_storm(tmp_path / "storm", devices=1000, timeout=SETTLE_S)
+    # A bound on each wait, not a speed claim: 1000 first tries, each retried with back-off,
+    # take this 2-core machine 40-110 s (scripts/chaos.py --scenario storm prints the times).
+    result = run_storm(tmp_path / "storm", devices=1000, timeout=STORM_WAIT_S)
     assert result.sent == 1000
     # The channel failed for every alarm before it recovered.
     assert result.checks["all_refused_once"] == 1, result

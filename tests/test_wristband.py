@@ -36,7 +36,7 @@ from devicekit.protocol import (
     parse_device_message,
     utcnow,
 )
-from devicekit.signing import new_key, parse_key, sign, verify
+from devicekit.signing import decrypt, is_encrypted, new_key, parse_key, sign, verify
 from devicekit.topics import parse_topic, topic
 from tests.support.brokers import RunningBroker, start_broker
 from tests.support.receivers import wait_until
@@ -207,6 +207,25 @@ def test_alarm_is_resent_with_the_same_id_until_acked_and_not_after(
         ids = hub.alarm_ids(device_id)
         second_copy = [i for i, alarm_id in enumerate(ids) if alarm_id == second.alarm_id][1]
         assert first.alarm_id not in ids[second_copy:]
+
+
+def test_an_encrypting_wristband_shows_the_broker_no_position(
+    broker: RunningBroker, hub: HubStandIn, device: tuple[str, str], tmp_path: Path
+) -> None:
+    """What the broker (and anyone reading it) sees of an encrypting wristband: no coordinate."""
+    device_id = device[0]
+    with make_band(broker, device, tmp_path / "state", encrypt=True) as band:
+        band.wait_connected()
+        alarm = band.trigger(AlarmKind.PANIC, POSITION)
+        band.send_location(POSITION, alarm_id=alarm.alarm_id)
+        wait_until(lambda: hub.messages(device_id, "location"))
+        [envelope, *_] = hub.messages(device_id, "alarm")
+    seen = b"".join(r.payload for r in hub.received)
+    assert str(LAT).encode() not in seen and str(LON).encode() not in seen
+    assert all(is_encrypted(r.payload) for r in hub.received if r.device_id == device_id)
+    key = parse_key(KEY)
+    opened = decrypt(key, topic(device_id, "alarm"), envelope)
+    assert Alarm.model_validate_json(opened) == alarm
 
 
 def test_an_ack_the_hub_did_not_sign_settles_nothing(

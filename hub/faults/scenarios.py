@@ -177,7 +177,9 @@ def run_broker_kill(
         _publish_once(site, probe, "status", marker.to_payload())
         site.start_hub()
         drained = wait_for(lambda: site.device_seen(probe), timeout)
-        kept_by_broker = site.stored_count(sent)
+        # The hub handles messages of different devices concurrently, so the marker may be
+        # stored before what was queued ahead of it: count once the count stops moving.
+        kept_by_broker = _settled_count(lambda: site.stored_count(sent), quiet_s=1.0)
         for band in bands:
             band.start()
         settled = site.settle(sent, _pending(bands), timeout)
@@ -381,6 +383,20 @@ async def _storm(site: Site, give_up_after: float, connecting: int = 64) -> _Sto
     finally:
         await asyncio.gather(*(c.disconnect() for c in clients.values()), return_exceptions=True)
     return outcome
+
+
+def _settled_count(count: Callable[[], int], quiet_s: float, limit_s: float = 30.0) -> int:
+    """``count()`` once it has not changed for ``quiet_s`` seconds (or after ``limit_s``)."""
+    value, since = count(), time.monotonic()
+    deadline = since + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = count()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return value
 
 
 def _publish_once(site: Site, device_id: str, channel: str, payload: bytes) -> None:

@@ -130,7 +130,7 @@ class Wristband:
         self._labels: dict[int, str | None] = {}
         self._acked_early: set[int] = set()
         self._client = self._make_client(password, tls, session_expiry, max_reconnect_delay)
-        if tls is None and not _is_loopback(host):
+        if tls is None and not is_loopback(host):
             log.warning(
                 "connecting to %s without TLS: positions and the password travel in clear", host
             )
@@ -542,7 +542,8 @@ def _run_callback(name: str, callback: Callable[[Any], None], argument: Any) -> 
         log.exception("%s callback failed", name)
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is this machine (no TLS needed to keep secrets off the network)."""
     if host == "localhost":
         return True
     try:

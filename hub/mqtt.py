@@ -22,7 +22,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from devicekit import protocol
 from devicekit.signing import parse_key, sign
 from devicekit.topics import subscription, topic
-from devicekit.wristband import _is_loopback
+from devicekit.wristband import is_loopback
 from hub.config import BrokerConfig, ConfigError
 from hub.owntracks import SUBSCRIPTION as OWNTRACKS_SUBSCRIPTION
 
@@ -157,7 +157,7 @@ class HubConnection:
 def broker_tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
     """The hub's TLS context for the broker (None without ``tls``); warns on clear text."""
     if not config.tls:
-        if not _is_loopback(config.host):
+        if not is_loopback(config.host):
             log.warning(
                 "connecting to broker %s without TLS: the hub's password travels in clear; "
                 "set [broker] tls = true",

@@ -26,10 +26,13 @@ db-down      PostgreSQL refuses the hub's database (the server keeps running) wh
 storm        --storm-devices devices raise an alarm each at once while the only channel answers
              503; then it recovers: every alarm is stored, acknowledged and delivered.
 
-Prints one table (scenario | sent | stored | notified | duplicated | lost | seconds) and a line
-of facts per scenario. Exits 1 if any alarm was lost, a duplicate fell outside the bound, or a
-scenario could not run; the working directory (each scenario's hub.log, broker log, database)
-is then kept and its path printed.
+Prints one table (scenario | seed | sent | stored | notified | duplicated | lost | seconds) and a
+line of facts per run. ``--seeds N`` runs each scenario N times (seeds --seed, --seed + 1, ...;
+a scenario that draws anything at random, such as hub-kill's kill moments, draws it from the
+seed; the others are run again as they are); ``--cpu-hog N`` keeps N busy processes running
+beside the deployment, as a loaded machine would. Exits 1 if any alarm was lost, a duplicate
+fell outside the bound, or a scenario could not run; the working directory (each run's hub.log,
+broker log, database) is then kept and its path printed.
 
 PostgreSQL: ``db-down`` needs a server and a role that may CREATE DATABASE (it creates
 ``natalia_chaos_<random>``, makes it refuse connections with ``ALTER DATABASE ... WITH
@@ -41,13 +44,15 @@ $NATALIA_TEST_POSTGRES_URL, else the local server as user postgres.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hub.faults import (
@@ -60,7 +65,7 @@ from hub.faults import (
 )
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-COLUMNS = ("scenario", "sent", "stored", "notified", "duplicated", "lost", "seconds")
+COLUMNS = ("scenario", "seed", "sent", "stored", "notified", "duplicated", "lost", "seconds")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -85,44 +90,76 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a PostgreSQL server for db-down (default: $NATALIA_TEST_POSTGRES_URL or "
         f"{DEFAULT_POSTGRES_URL})",
     )
-    parser.add_argument("--seed", type=int, help="random seed of the kill moments")
+    parser.add_argument(
+        "--seed", type=int, default=1, help="random seed of the kill moments (1); see --seeds"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="runs of each scenario, seeds --seed, --seed + 1, ..."
+    )
+    parser.add_argument(
+        "--cpu-hog",
+        type=int,
+        default=0,
+        metavar="N",
+        help="busy processes running beside the deployment the whole time (0)",
+    )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="longest wait for the system to settle, s"
     )
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="log warnings of the parts")
     args = parser.parse_args(argv)
-    for name in ("rounds", "devices", "alarms", "storm_devices"):
+    if args.cpu_hog < 0:
+        parser.error("--cpu-hog must not be negative")
+    for name in ("rounds", "devices", "alarms", "storm_devices", "seeds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
 
 
-def runners(args: argparse.Namespace, workdir: Path) -> dict[str, Callable[[], FaultResult]]:
+def runners(
+    args: argparse.Namespace, workdir: Path, seed: int
+) -> dict[str, Callable[[], FaultResult]]:
+    """Each scenario's run with ``seed``, in a folder of its own under ``workdir``."""
     return {
         "hub-kill": lambda: run_hub_kill(
-            workdir / "hub-kill",
+            workdir / f"hub-kill-{seed}",
             rounds=args.rounds,
             devices=args.devices,
             alarms=args.alarms,
-            seed=args.seed,
+            seed=seed,
             timeout=args.timeout,
         ),
         "broker-kill": lambda: run_broker_kill(
-            workdir / "broker-kill", devices=args.devices, alarms=args.alarms, timeout=args.timeout
+            workdir / f"broker-kill-{seed}",
+            devices=args.devices,
+            alarms=args.alarms,
+            timeout=args.timeout,
         ),
         "db-down": lambda: run_db_down(
             args.postgres_url,
-            workdir / "db-down",
+            workdir / f"db-down-{seed}",
             devices=args.devices,
             alarms=args.alarms,
             outage_s=args.outage,
             timeout=args.timeout,
         ),
         "storm": lambda: run_storm(
-            workdir / "storm", devices=args.storm_devices, timeout=args.timeout
+            workdir / f"storm-{seed}", devices=args.storm_devices, timeout=args.timeout
         ),
     }
+
+
+@contextlib.contextmanager
+def cpu_hogs(count: int) -> Iterator[None]:
+    """``count`` processes spinning on a core each until the block ends."""
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
 
 
 def failures(result: FaultResult) -> list[str]:
@@ -140,12 +177,15 @@ def failures(result: FaultResult) -> list[str]:
     return found
 
 
-def table(results: list[FaultResult], errors: dict[str, str]) -> str:
+Run = tuple[str, int]  #: (scenario, seed)
+
+
+def table(results: dict[Run, FaultResult], errors: dict[Run, str]) -> str:
     rows: list[tuple[str, ...]] = [COLUMNS]
-    for r in results:
-        values = (r.sent, r.stored, r.notified, r.duplicated, r.lost, f"{r.seconds:.1f}")
-        rows.append((r.scenario, *map(str, values)))
-    rows += [(name, *["-"] * (len(COLUMNS) - 2), "ERROR") for name in errors]
+    for (name, seed), r in results.items():
+        values = (seed, r.sent, r.stored, r.notified, r.duplicated, r.lost, f"{r.seconds:.1f}")
+        rows.append((name, *map(str, values)))
+    rows += [(name, str(seed), *["-"] * (len(COLUMNS) - 3), "ERROR") for name, seed in errors]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     return "\n".join(
         "  ".join(
@@ -164,29 +204,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     workdir = Path(tempfile.mkdtemp(prefix="natalia-chaos-"))
     chosen = SCENARIOS if args.scenario == "all" else (args.scenario,)
-    results: list[FaultResult] = []
-    errors: dict[str, str] = {}
-    for name in chosen:
-        print(f"chaos: running {name} ...", file=sys.stderr, flush=True)
-        try:
-            results.append(runners(args, workdir)[name]())
-        except Exception as exc:
-            traceback.print_exc()
-            errors[name] = f"{type(exc).__name__}: {exc}"
+    seeds = range(args.seed, args.seed + args.seeds)
+    results: dict[Run, FaultResult] = {}
+    errors: dict[Run, str] = {}
+    with cpu_hogs(args.cpu_hog):
+        for name in chosen:
+            for seed in seeds:
+                print(f"chaos: running {name}, seed {seed} ...", file=sys.stderr, flush=True)
+                try:
+                    results[name, seed] = runners(args, workdir, seed)[name]()
+                except Exception as exc:
+                    traceback.print_exc()
+                    errors[name, seed] = f"{type(exc).__name__}: {exc}"
+    if args.cpu_hog:
+        print(
+            f"with {args.cpu_hog} busy process(es) beside the deployment, on {os.cpu_count()} CPUs"
+        )
     print(table(results, errors))
     print()
     failed = bool(errors)
-    for result in results:
+    for (name, seed), result in results.items():
         problems = failures(result)
         failed |= bool(problems)
         verdict = "FAILED: " + "; ".join(problems) if problems else "ok"
         print(
-            f"{result.scenario}: {verdict}. {result.notes}; duplicate bound "
+            f"{name} (seed {seed}): {verdict}. {result.notes}; duplicate bound "
             f"{result.duplicate_bound}, {result.checks.get('copies', 0)} re-sent copies "
             "recognised by the hub"
         )
-    for name, error in errors.items():
-        print(f"{name}: could not run: {error}")
+    for (name, seed), error in errors.items():
+        print(f"{name} (seed {seed}): could not run: {error}")
     if failed or args.keep:
         print(f"\nworking directory kept: {workdir} (hub.log of each scenario in its folder)")
     else:

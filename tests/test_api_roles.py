@@ -97,9 +97,9 @@ ROUTES = {
     ("GET", "/v1/events/{event_id}/announcements"): "events:read",
     ("POST", "/v1/events/{event_id}/announcements"): "events:write",
     ("GET", "/v1/events/{event_id}/training"): "events:read",
-    ("POST", "/v1/events/{event_id}/training"): "events:write",
-    ("DELETE", "/v1/events/{event_id}/training"): "events:write",
-    ("POST", "/v1/events/{event_id}/training/alarms"): "events:write",
+    ("POST", "/v1/events/{event_id}/training"): "operations:write",
+    ("DELETE", "/v1/events/{event_id}/training"): "operations:write",
+    ("POST", "/v1/events/{event_id}/training/alarms"): "operations:write",
 }
 
 

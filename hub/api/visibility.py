@@ -1,0 +1,42 @@
+"""What a caller without operations rights may learn: only what it created itself.
+
+The integration role (the fund's and the conference's systems) holds no ``operations:read``: it
+must learn nothing about defenders, their alarms or anything HQ recorded — not their names, not
+which ids exist, not which alarm is whose. So for such a caller:
+
+- lists hold only the rows it created (``created_by`` is its actor);
+- a row it did not create answers exactly as a row that does not exist (the same 404 text);
+- references it sends (a defender id, an alarm id) are not checked in its sight: whether they
+  exist or match is never the answer to its request (see ``hub.fund.service.submit``);
+- audit trails name HQ's people as ``hq``.
+
+Roles with ``operations:read`` (admin, hq, read_only) see everything their permissions allow.
+"""
+
+from __future__ import annotations
+
+from hub.api.permissions import Permission, allows
+from hub.api.tokens import Principal
+
+#: How an outside caller sees anyone but itself in an audit trail.
+OTHERS = "hq"
+
+
+def sees_everything(principal: Principal) -> bool:
+    """Whether ``principal`` may know about defenders and rows others created."""
+    return allows(principal.role, Permission.OPERATIONS_READ)
+
+
+def owner_filter(principal: Principal) -> str | None:
+    """The ``created_by`` a caller's lists are limited to; None: no limit."""
+    return None if sees_everything(principal) else principal.actor
+
+
+def may_see(principal: Principal, created_by: str) -> bool:
+    """Whether ``principal`` may see a row ``created_by`` someone."""
+    return sees_everything(principal) or created_by == principal.actor
+
+
+def actor_as_seen(principal: Principal, actor: str) -> str:
+    """An audit trail's actor as ``principal`` may see it: itself, or ``hq`` for anyone else."""
+    return actor if may_see(principal, actor) else OTHERS

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,12 @@ async def send_with_timeout(
     notification: Notification,
     timeout: float,  # noqa: ASYNC109
 ) -> DeliveryResult:
-    """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result."""
+    """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result.
+
+    The notification carries ``timeout`` so the plugin can bound its own socket timeouts by it.
+    """
+    if notification.timeout_s is None:
+        notification = dataclasses.replace(notification, timeout_s=timeout)
     try:
         async with asyncio.timeout(timeout):
             if inspect.iscoroutinefunction(notifier.send):

@@ -46,6 +46,10 @@ class Notification:
     short: str
     alarm_ref: str
     is_test: bool = False
+    #: How long the hub waits for ``send()`` (``[delivery] timeout_s``), None outside the hub:
+    #: keep the channel's own connect and read timeouts within it, or the hub gives up first,
+    #: counts a failure and sends again while the first send may still arrive.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)

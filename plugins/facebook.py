@@ -120,7 +120,8 @@ class FacebookNotifier(BaseNotifier):
             # the token and the Page work.
             form["published"] = "false"
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
+            timeout = min(self.timeout, notification.timeout_s or self.timeout)
+            async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
                 response = await client.post(f"{self.graph_url}/{channel.page_id}/feed", data=form)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__

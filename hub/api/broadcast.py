@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -81,7 +81,7 @@ class Broadcaster:
 
     async def listen(
         self, after: int, alarm_id: int | None, keepalive_s: float
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """Frames of the events after ``after`` (of one alarm, or all), then new ones as they
         come; a keepalive comment whenever nothing was sent for ``keepalive_s``. Ends when
         the broadcaster is closed."""

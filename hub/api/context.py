@@ -35,3 +35,5 @@ class ApiContext:
     stream_poll_s: float = 0.5
     #: Comment lines keep idle streams open through proxies.
     stream_keepalive_s: float = 15.0
+    #: How often open streams check that their token still allows them (revoked, expired...).
+    token_check_s: float = 2.0

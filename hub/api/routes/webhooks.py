@@ -60,7 +60,7 @@ def create_webhook(body: WebhookIn, session: DbSession, principal: Admin) -> Web
     """The webhook receives the events from now on (not earlier ones)."""
     try:
         row, secret = subscriptions.create(
-            session, body.url, body.events, body.description, principal.actor
+            session, body.url, body.events, body.description, principal.actor, principal.token_id
         )
     except subscriptions.WebhookError as exc:
         raise Invalid(str(exc)) from None

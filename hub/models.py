@@ -224,6 +224,9 @@ class AlarmEvent(SQLModel, table=True):
     kind: str
     actor: str = "hub"
     detail: str = ""
+    role: str | None = Field(
+        default=None, description="The recipient role a delivery event is about (trusted, hq...)."
+    )
 
 
 class Delivery(SQLModel, table=True):

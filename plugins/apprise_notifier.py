@@ -56,6 +56,7 @@ from hub.plugin_api import (
     Notifier,
     PluginError,
     hookimpl,
+    mask_generic,
     seconds_setting,
     settings_table,
     url_scheme,
@@ -320,6 +321,19 @@ class AppriseNotifier:
             raise InvalidChannelURL(f"the apprise notifier does not handle {scheme}:// URLs")
         contain_apprise_logging()
         load_service(url, new_asset())
+
+    def mask(self, url: str) -> str:
+        """Only the scheme and, for services Apprise says run on a server of your choosing
+        (a ``host`` token in their URL template), that server's name.
+
+        Apprise's ``url(privacy=True)`` hides passwords and API keys but keeps what names a
+        person or lets anyone write to them: e-mail addresses, phone numbers, ntfy topics,
+        Matrix rooms, webhook paths, the first and last letters of tokens. None of it shows.
+        """
+        scheme = url_scheme(url)
+        service = _MANAGER[scheme] if scheme in _MANAGER else None  # noqa: SIM401 (no .get)
+        template = getattr(service, "template_tokens", None) or {}
+        return mask_generic(url, host_is_server="host" in template)
 
     async def send(self, notification: Notification) -> DeliveryResult:
         """Run the blocking Apprise call in this notifier's threads; never blocks the loop."""

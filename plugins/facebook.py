@@ -109,6 +109,13 @@ class FacebookNotifier(BaseNotifier):
         super().validate(url)
         parse_channel(url)
 
+    def mask(self, url: str) -> str:
+        """The Page id (public) without the Page's access token."""
+        try:
+            return f"facebook://***@{parse_channel(url).page_id}"
+        except InvalidChannelURL:
+            return "facebook://***"
+
     async def send(self, notification: Notification) -> DeliveryResult:
         try:
             channel = parse_channel(notification.url)

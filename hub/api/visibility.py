@@ -15,8 +15,19 @@ Roles with ``operations:read`` (admin, hq, read_only) see everything their permi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from hub.api.permissions import Permission, allows
 from hub.api.tokens import Principal
+from hub.api.views import (
+    alarm_event_view,
+    delivery_view,
+    outside_delivery_view,
+    outside_event_view,
+)
+from hub.models import AlarmEvent as AlarmEventRow
+from hub.models import Delivery as DeliveryRow
+from sdk.models import AlarmEvent, Delivery
 
 #: How an outside caller sees anyone but itself in an audit trail.
 OTHERS = "hq"
@@ -40,3 +51,17 @@ def may_see(principal: Principal, created_by: str) -> bool:
 def actor_as_seen(principal: Principal, actor: str) -> str:
     """An audit trail's actor as ``principal`` may see it: itself, or ``hq`` for anyone else."""
     return actor if may_see(principal, actor) else OTHERS
+
+
+def knows_recipients(principal: Principal) -> bool:
+    """Whether ``principal`` may see who was told and who acted (HQ and admins)."""
+    return allows(principal.role, Permission.CONTACTS_READ)
+
+
+def event_view_for(principal: Principal) -> Callable[[AlarmEventRow], AlarmEvent]:
+    """Timeline entries naming people for HQ, roles for everyone else."""
+    return alarm_event_view if knows_recipients(principal) else outside_event_view
+
+
+def delivery_view_for(principal: Principal) -> Callable[[DeliveryRow], Delivery]:
+    return delivery_view if knows_recipients(principal) else outside_delivery_view

@@ -37,6 +37,7 @@ QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 # One alias per permission, so a route's signature says what it needs.
 OperationsReader = Annotated[Principal, Depends(require(Permission.OPERATIONS_READ))]
+ContactsReader = Annotated[Principal, Depends(require(Permission.CONTACTS_READ))]
 OperationsWriter = Annotated[Principal, Depends(require(Permission.OPERATIONS_WRITE))]
 PolicyWriter = Annotated[Principal, Depends(require(Permission.POLICIES_WRITE))]
 AlarmReader = Annotated[Principal, Depends(require(Permission.ALARMS_READ))]

@@ -36,6 +36,7 @@ from hub.api.errors import ApiError, NotFound, Problem
 from hub.api.routes._common import AlarmReader, Context, DbSession
 from hub.api.token_watch import TokenWatch
 from hub.api.tokens import Principal
+from hub.api.visibility import knows_recipients
 from hub.models import Alarm
 from sdk.models import MAX_ID
 
@@ -167,7 +168,7 @@ async def _events(
     # The opening block carries the start position as its id: a client that loses the
     # connection before the first event resumes from here, not from a new "now" (no gap).
     yield f"retry: {RETRY_MS}\nid: {start}\n: alarm events after {start}\n\n".encode()
-    frames = broadcaster.listen(start, alarm_id, keepalive_s)
+    frames = broadcaster.listen(start, alarm_id, keepalive_s, not knows_recipients(principal))
     step: asyncio.Future[bytes] | None = None
     with watch.watch(principal) as ended:
         token_ended = asyncio.ensure_future(ended.wait())

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from hub.database import AsyncStore
 from hub.deliveries import DeliveryJob
+from hub.egress import EgressPolicy, guarded
 from hub.plugin_api import DeliveryResult, InvalidChannelURL, Notification, Notifier, url_scheme
 from hub.plugin_manager import NotifierRegistry
 
@@ -70,8 +71,11 @@ class Dispatcher:
         timeout: float,
         on_alarm_notified: Callable[[int], Awaitable[None]],
         poll_interval: float = 2.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.db = db
+        #: Where sends may connect (hub/egress.py); None: anywhere (tests of the dispatcher).
+        self.egress = egress
         self.registry = registry
         self.timeout = timeout
         self.on_alarm_notified = on_alarm_notified
@@ -134,7 +138,8 @@ class Dispatcher:
             scheme = "?"
         else:
             scheme = url_scheme(notification.url)
-            result = await send_with_timeout(notifier, notification, self.timeout)
+            with guarded(self.egress):  # every socket the plugin opens is checked
+                result = await send_with_timeout(notifier, notification, self.timeout)
         log.info(
             "delivery %s (%s, %s://): %s",
             job.delivery_id,

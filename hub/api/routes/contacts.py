@@ -18,6 +18,7 @@ from hub.api.routes._common import (
     OperationsWriter,
     PathId,
     QueryId,
+    check_destinations,
     domain_errors,
     get_or_404,
 )
@@ -69,6 +70,7 @@ def list_contacts(
     summary="Add a contact; its channel URLs are checked against the installed notifiers",
 )
 def create_contact(body: ContactIn, ctx: Context, _: OperationsWriter) -> Contact:
+    check_destinations(ctx, body.channel_url, *body.fallback_urls)
     with domain_errors():
         row = add_contact(
             ctx.engine,

@@ -30,7 +30,14 @@ from hub.api.pagination import (
     paginate,
 )
 from hub.api.permissions import Permission, allows
-from hub.api.routes._common import Context, DbSession, EventsReader, EventsWriter, PathId
+from hub.api.routes._common import (
+    Context,
+    DbSession,
+    EventsReader,
+    EventsWriter,
+    PathId,
+    check_destinations,
+)
 from hub.api.tokens import Principal
 from hub.api.visibility import actor_as_seen, may_see, owner_filter
 from hub.conference import ConferenceConflict, ConferenceError, ConferenceNotFound
@@ -242,6 +249,7 @@ def register(
             "register the participant as a guest by name"
         )
     event = event_of(session, event_id)
+    check_destinations(ctx, body.channel_url)
     with conference_errors():
         row = service.register(session, ctx.registry, event, body, principal.actor)
     return as_registration(row)

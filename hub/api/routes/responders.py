@@ -18,6 +18,7 @@ from hub.api.routes._common import (
     DbSession,
     OperationsWriter,
     PathId,
+    check_destinations,
     domain_errors,
     get_or_404,
 )
@@ -63,6 +64,7 @@ def list_responders(
     responses={409: {"description": "The username is already a broker account"}},
 )
 def create_responder(body: ResponderIn, ctx: Context, _: OperationsWriter) -> ResponderCreated:
+    check_destinations(ctx, body.channel_url, *body.fallback_urls)
     with domain_errors():
         try:
             added = register_responder(

@@ -7,14 +7,24 @@ moved as a whole. Environment overrides: ``NATALIA_DATABASE_URL``, ``NATALIA_BRO
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from broker.config import HUB_USER
+from hub.egress import EgressPolicy
 
 
 class ConfigError(RuntimeError):
@@ -214,14 +224,31 @@ class WebhooksConfig(_Section):
 
 
 class SecurityConfig(_Section):
-    """Checks on device messages (see hub/authenticity.py and devicekit/PROTOCOL.md 5.5)."""
+    """Checks on device messages (see hub/authenticity.py and devicekit/PROTOCOL.md 5.5), and
+    where the hub may connect on someone's behalf (hub/egress.py)."""
 
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Internal networks (CIDR) that channel and webhook URLs may reach, e.g. "
+        '["10.1.2.0/24"] for an internal mail relay; loopback, private, link-local and '
+        "reserved addresses are refused otherwise.",
+    )
     clock_tolerance_s: float = Field(
         default=300,
         gt=0,
         description="An alarm whose device time is further than this from the hub's clock is "
         "accepted but flagged late on its timeline.",
     )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for text in networks:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ValueError(f"{text!r} is not a network like 10.1.2.0/24") from None
+        return networks
 
 
 class HubConfig(_Section):
@@ -302,3 +329,17 @@ def _absolute_sqlite_url(url: str, base_dir: Path) -> str:
     if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
         return prefix + str((base_dir / url[len(prefix) :]).resolve())
     return url
+
+
+def egress_policy(config: HubConfig) -> EgressPolicy:
+    """Where this hub may connect on someone's behalf (hub/egress.py): the allowed internal
+    networks, never its own web server."""
+    from urllib.parse import urlsplit
+
+    own = [(config.http.host, config.http.port)]
+    if config.http.public_url:
+        public = urlsplit(config.http.public_url)
+        if public.hostname:
+            default = 443 if public.scheme == "https" else 80
+            own.append((public.hostname, public.port or default))
+    return EgressPolicy.from_settings(config.security.allowed_networks, own)

@@ -322,7 +322,9 @@ class DeliveryStore:
 
 def _delivery_event(session: Session, row: Delivery, kind: str, text: str, now: datetime) -> None:
     if row.alarm_pk is not None:
-        session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=text[:2000]))
+        session.add(
+            AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=text[:2000], role=row.role)
+        )
 
 
 def _reference(row: Delivery) -> str:

@@ -76,6 +76,7 @@ def run_demo(keep: bool = False, serve: bool = False) -> int:
         else:
             print(f"demo directory (kept): {workdir}")
         config_path = init_directory(workdir, port=free_port(), http_port=free_port())
+        allow_loopback(config_path)  # the demo's SMTP and webhook receivers are local
         config = load_config(config_path)
         assert config.broker.data_dir is not None
         broker = BrokerProcess(broker_settings(config.broker.data_dir, config.broker.port)).start()
@@ -168,3 +169,12 @@ def _report(
         f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery"
     )
     return 0 if all_ok else 1
+
+
+def allow_loopback(config_path: Path) -> None:
+    """Let the demo's hub reach its local receivers: 127.0.0.0/8 in [security] allowed_networks
+    (refused by default, hub/egress.py)."""
+    text = config_path.read_text()
+    example = '# allowed_networks = ["10.1.2.0/24"]'
+    assert example in text, "the hub.toml template lost its [security] example"
+    config_path.write_text(text.replace(example, 'allowed_networks = ["127.0.0.0/8"]', 1))

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
 
 from hub.database import AsyncStore
 from hub.deliveries import DeliveryJob
+from hub.egress import EgressPolicy, guarded
 from hub.plugin_api import DeliveryResult, InvalidChannelURL, Notification, Notifier, url_scheme
 from hub.plugin_manager import NotifierRegistry
 
@@ -32,7 +34,12 @@ async def send_with_timeout(
     notification: Notification,
     timeout: float,  # noqa: ASYNC109
 ) -> DeliveryResult:
-    """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result."""
+    """Call ``notifier.send`` (async, or sync in a thread) and turn every outcome into a result.
+
+    The notification carries ``timeout`` so the plugin can bound its own socket timeouts by it.
+    """
+    if notification.timeout_s is None:
+        notification = dataclasses.replace(notification, timeout_s=timeout)
     try:
         async with asyncio.timeout(timeout):
             if inspect.iscoroutinefunction(notifier.send):
@@ -64,8 +71,11 @@ class Dispatcher:
         timeout: float,
         on_alarm_notified: Callable[[int], Awaitable[None]],
         poll_interval: float = 2.0,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.db = db
+        #: Where sends may connect (hub/egress.py); None: anywhere (tests of the dispatcher).
+        self.egress = egress
         self.registry = registry
         self.timeout = timeout
         self.on_alarm_notified = on_alarm_notified
@@ -128,7 +138,8 @@ class Dispatcher:
             scheme = "?"
         else:
             scheme = url_scheme(notification.url)
-            result = await send_with_timeout(notifier, notification, self.timeout)
+            with guarded(self.egress):  # every socket the plugin opens is checked
+                result = await send_with_timeout(notifier, notification, self.timeout)
         log.info(
             "delivery %s (%s, %s://): %s",
             job.delivery_id,

@@ -45,6 +45,16 @@ class Stage(BaseModel):
         default=None, ge=30, description="Repeat to recipients who have not acknowledged."
     )
 
+    @field_validator("roles")
+    @classmethod
+    def _no_participants(cls, roles: tuple[Role, ...]) -> tuple[Role, ...]:
+        if Role.PARTICIPANT in roles:
+            raise ValueError(
+                "participant is not an escalation role: event participants get announcements "
+                "and the training alarms of their own training wristband only"
+            )
+        return roles
+
 
 class PolicyDocument(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -33,8 +33,9 @@ from hub.models import (
 from hub.outbox import facts_for, queue
 from hub.recipients import (
     Target,
-    contacts_with_roles,
     delivery_target_key,
+    hq_targets,
+    is_training_alarm,
     target_by_key,
     targets_for_roles,
 )
@@ -87,6 +88,9 @@ class Lifecycle:
 
     def start(self, session: Session, alarm: Alarm, defender: Defender, now: datetime) -> None:
         """Run the stages due at once and schedule the rest (called in the alarm's commit)."""
+        if alarm.kind != AlarmKind.TEST.value and is_training_alarm(session, alarm):
+            event(session, alarm, "training", f"a training wristband sent {alarm.kind}", at=now)
+            alarm.kind = AlarmKind.TEST.value  # whatever a training kit claims, it is training
         policy = policy_for(session, defender)
         for index, stage in enumerate(policy.stages):
             if stage.condition in (Condition.IMMEDIATELY, Condition.UNACKNOWLEDGED):
@@ -286,7 +290,7 @@ class Lifecycle:
             session.add(alarm)
             device_ack(session, alarm, AckStage.RESPONDER_COMING, now)
         facts = facts_for(alarm, defender, at=now, actor=actor)
-        for target in contacts_with_roles(session, None, (Role.HQ,)):
+        for target in hq_targets(session, alarm):
             if delivery is None or target.key != delivery_target_key(delivery):
                 queue(
                     session,
@@ -402,7 +406,7 @@ class Lifecycle:
                 device_ack(session, alarm, AckStage.CANCELLED, now)
                 self.escalate_now(session, alarm, defender, "hub", now, "duress code entered")
                 facts = facts_for(alarm, defender, at=now)
-                for target in contacts_with_roles(session, None, (Role.HQ,)):
+                for target in hq_targets(session, alarm):
                     queue(
                         session,
                         f"A{alarm.id}:duress:{target.key}",

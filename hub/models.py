@@ -54,6 +54,9 @@ class Role(enum.StrEnum):
     EMBASSY = "embassy"
     PRESS = "press"  #: a press list: publicity
     PUBLIC = "public"  #: public channels (X/Twitter, Facebook, Mastodon, Bluesky): publicity
+    #: A Defenders' Days participant (announcements, and the training alarms of their own
+    #: training wristband); never a stage of an escalation policy.
+    PARTICIPANT = "participant"
 
 
 #: Roles that make an alarm public; used only when the defender allows public broadcast.
@@ -121,6 +124,11 @@ class Device(SQLModel, table=True):
         default=None, description="Highest seq accepted on location and heartbeat (anti-replay)."
     )
     heartbeat_interval_s: int | None = None
+    training_event_id: int | None = Field(
+        default=None,
+        description="Set for a Defenders' Days training wristband: whatever it sends is a "
+        "training alarm for that event's participant, never for the defender's contacts.",
+    )
     silent_since: datetime | None = Field(default=None, description="Set while it is silent.")
     battery_low: bool = False
 
@@ -216,6 +224,9 @@ class AlarmEvent(SQLModel, table=True):
     kind: str
     actor: str = "hub"
     detail: str = ""
+    role: str | None = Field(
+        default=None, description="The recipient role a delivery event is about (trusted, hq...)."
+    )
 
 
 class Delivery(SQLModel, table=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlsplit
@@ -46,6 +46,10 @@ class Notification:
     short: str
     alarm_ref: str
     is_test: bool = False
+    #: How long the hub waits for ``send()`` (``[delivery] timeout_s``), None outside the hub:
+    #: keep the channel's own connect and read timeouts within it, or the hub gives up first,
+    #: counts a failure and sends again while the first send may still arrive.
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,17 @@ class Notifier(Protocol):
         """Raise :class:`InvalidChannelURL` if ``url`` cannot work (checked when saved)."""
 
     def send(self, notification: Notification) -> Awaitable[DeliveryResult] | DeliveryResult: ...
+
+
+class MaskingNotifier(Notifier, Protocol):
+    """A notifier that also knows which parts of its URLs are secret or name someone.
+
+    ``mask`` is optional: without it the hub shows only the scheme and a server host.
+    """
+
+    def mask(self, url: str) -> str:
+        """``url`` safe to show and to log: every secret and identity replaced by ``***``."""
+        ...
 
 
 class BaseNotifier(ABC):
@@ -137,26 +152,51 @@ def url_scheme(url: str) -> str:
     return match.group(1).lower()
 
 
-_SECRET_QUERY = re.compile(
-    r"(?i)((?:token|key|secret|password|pass|pwd|apikey|api_key|access_token|auth)[^=&]*=)[^&]*"
-)
+#: How each scheme's URLs are masked, from the notifiers that know (``Notifier.mask``); filled
+#: by ``hub.plugin_manager.NotifierRegistry`` when it is built.
+_MASKERS: dict[str, Callable[[str], str]] = {}
+#: A host that names a server (a dotted name or an IP literal), which a masked URL may show; a
+#: host without a dot is, for many services, a token, a topic or a phone number.
+_SERVER_HOST = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+)(:\d{1,5})?$")
+
+
+def register_masker(scheme: str, masker: Callable[[str], str]) -> None:
+    """Mask ``scheme``'s URLs with ``masker`` (a notifier's own knowledge of its URL format)."""
+    _MASKERS[scheme.lower()] = masker
 
 
 def mask_url(url: str) -> str:
-    """The URL with user info, passwords and token-like query values replaced by ``***``.
+    """The URL with everything that may be a secret or an identity replaced by ``***``.
 
-    Safe to log and to show in HQ's tables: ``tgram://***@/12345``.
+    The notifier that handles the scheme decides (``Notifier.mask``); otherwise only the scheme
+    and a server host stay: user names, passwords, tokens, topics, e-mail addresses, phone
+    numbers, paths and queries never show. Safe to log and to show in HQ's tables:
+    ``json://***@hooks.example.org/***``, ``tgram://***``.
     """
     try:
-        parts = urlsplit(url)
-    except ValueError:
+        scheme = url_scheme(url)
+    except InvalidChannelURL:
         return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "***@" + netloc.rsplit("@", 1)[1]
-    query = _SECRET_QUERY.sub(r"\1***", parts.query)
-    path = re.sub(r"[A-Za-z0-9_\-:]{20,}", "***", parts.path)
-    if parts.scheme in ("tgram",) or re.fullmatch(r"\d+:[A-Za-z0-9_-]+", netloc):
-        netloc = "***"
-    masked = f"{parts.scheme}://{netloc}{path}"
-    return masked + (f"?{query}" if query else "")
+    masker = _MASKERS.get(scheme)
+    if masker is not None:
+        try:
+            return masker(url)
+        except Exception:  # a plugin's bug must not put a secret on screen
+            return f"{scheme}://***"
+    return mask_generic(url)
+
+
+def mask_generic(url: str, *, host_is_server: bool = True) -> str:
+    """``scheme://`` and, when ``host_is_server`` and it looks like one, the server's host
+    (with ``***@`` before it when the URL had credentials, ``/***`` after it when it had more);
+    nothing else of ``url``."""
+    try:
+        scheme = url_scheme(url)
+        parts = urlsplit(url)
+    except (InvalidChannelURL, ValueError):
+        return "***"
+    _, at, host = parts.netloc.rpartition("@")
+    if not host_is_server or not _SERVER_HOST.match(host):
+        return f"{scheme}://***" if (parts.netloc or parts.path or parts.query) else f"{scheme}://"
+    rest = parts.path.strip("/") or parts.query or parts.fragment
+    return f"{scheme}://{'***@' if at else ''}{host}{'/***' if rest else ''}"

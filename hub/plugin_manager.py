@@ -9,7 +9,14 @@ from typing import Any
 import pluggy
 
 from hub import hookspecs
-from hub.plugin_api import PROJECT, InvalidChannelURL, Notifier, PluginError, url_scheme
+from hub.plugin_api import (
+    PROJECT,
+    InvalidChannelURL,
+    Notifier,
+    PluginError,
+    register_masker,
+    url_scheme,
+)
 
 ENTRY_POINT_GROUP = "natalia.plugins"
 #: Built-in plugins are ordinary plugins, loaded first.
@@ -50,6 +57,9 @@ class NotifierRegistry:
                         "uninstall or disable one of them"
                     )
                 self._by_scheme[scheme.lower()] = notifier
+                masker = getattr(notifier, "mask", None)
+                if callable(masker):
+                    register_masker(scheme, masker)
 
     @classmethod
     def from_plugins(

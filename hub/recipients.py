@@ -1,5 +1,10 @@
 """Who a stage reaches: contacts by role (the defender's own and organisation-wide) and, for the
-``nearby`` role, responders whose position is fresh and within their radius of the alarm."""
+``nearby`` role, responders whose position is fresh and within their radius of the alarm.
+
+An alarm from a training wristband (``Device.training_event_id``) reaches only the participant
+who holds that wristband, whatever its policy, its kind or the roles asked for: a training kit
+must never raise a real alarm, or alert a defender's contacts, HQ or responders.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,15 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, or_, select
 
-from hub.models import Alarm, Contact, Defender, Delivery, Responder, Role
+from hub.conference.tables import ConferenceRegistration, RegistrationStatus
+from hub.models import Alarm, Contact, Defender, Delivery, Device, Responder, Role
 
 
 @dataclass(frozen=True)
 class Target:
     """One recipient with every channel to try, in order."""
 
-    kind: str  #: "contact" or "responder"
+    kind: str  #: "contact", "responder" or "registration" (a training alarm's participant)
     id: int
     name: str
     role: Role
@@ -88,6 +94,41 @@ def nearby_responders(
     return [_responder_target(responder, distance) for responder, distance in found]
 
 
+def is_training_alarm(session: Session, alarm: Alarm) -> bool:
+    """Whether ``alarm`` came from a training wristband (the device says so, not the message)."""
+    device = session.get(Device, alarm.device_id)
+    return device is not None and device.training_event_id is not None
+
+
+def training_targets(session: Session, alarm: Alarm) -> list[Target]:
+    """The participant holding the training wristband, on their registration's channel."""
+    query = select(ConferenceRegistration).where(
+        ConferenceRegistration.training_device_id == alarm.device_id,
+        ConferenceRegistration.status == RegistrationStatus.REGISTERED.value,
+        col(ConferenceRegistration.channel_url).is_not(None),
+    )
+    return [
+        Target(
+            "registration",
+            registration.id,
+            registration.name,
+            Role.PARTICIPANT,
+            registration.language,
+            (registration.channel_url,),
+            receives_tests=True,
+        )
+        for registration in session.exec(query)
+        if registration.id is not None and registration.channel_url is not None
+    ]
+
+
+def hq_targets(session: Session, alarm: Alarm) -> list[Target]:
+    """HQ's contacts, told of what happens to ``alarm``; nobody for a training alarm."""
+    if is_training_alarm(session, alarm):
+        return []
+    return contacts_with_roles(session, None, (Role.HQ,))
+
+
 def targets_for_roles(
     session: Session,
     alarm: Alarm,
@@ -96,6 +137,8 @@ def targets_for_roles(
     now: datetime,
     responder_max_age: timedelta,
 ) -> list[Target]:
+    if is_training_alarm(session, alarm):
+        return training_targets(session, alarm)
     targets = contacts_with_roles(session, defender.id, roles)
     if Role.NEARBY in roles:
         targets += nearby_responders(session, alarm, now, responder_max_age)

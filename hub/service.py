@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from devicekit.protocol import AckStage
 from hub.actions import AlarmActions
 from hub.clock import Clock, SystemClock
-from hub.config import HubConfig
+from hub.config import HubConfig, egress_policy
 from hub.database import AsyncStore
 from hub.db import make_engine
 from hub.dispatch import Dispatcher
@@ -76,13 +76,19 @@ class Hub:
         self.db = AsyncStore(Store(engine, lifecycle, self.clock, retry, tolerance))
         self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
         self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
+        self.egress = egress_policy(config)
         self.dispatcher = Dispatcher(
-            self.db, registry, config.delivery.timeout_s, self._alarm_notified
+            self.db, registry, config.delivery.timeout_s, self._alarm_notified, egress=self.egress
         )
         self.connection = HubConnection(config.broker, self.ingest.handle)
         #: Its own thread and engine: webhooks never queue behind the alarm path's database.
         self.webhooks = WebhookSender(
-            config.webhooks, config.database.url, self.clock, config.timers.tick_s, self.keyring
+            config.webhooks,
+            config.database.url,
+            self.clock,
+            config.timers.tick_s,
+            self.keyring,
+            egress=self.egress,
         )
         self._stop = asyncio.Event()
         self._wake_timers = asyncio.Event()
@@ -190,6 +196,7 @@ class Hub:
             lifecycle=self.actions.lifecycle,
             clock=self.clock,
             on_change=changed,
+            egress=self.egress,
         )
         app = create_app(self.db, self.actions, self.wake, self.health, api)
         return make_server(app, self.config.http.host, self.config.http.port)

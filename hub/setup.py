@@ -63,6 +63,11 @@ position_keys_file = "position.keys"
 positions_days = 30   # closed alarms' positions, the messages that carried them, refused
                       # payloads and responders' positions are erased after this many days
 
+[security]
+# Channel and webhook URLs may not point at loopback, private, link-local or reserved addresses
+# (or at this hub), checked again on every connection; list the internal networks allowed:
+# allowed_networks = ["10.1.2.0/24"]   # e.g. an internal mail relay
+
 [timers]
 tick_s = 1            # how often escalation timers and silent devices are checked
 

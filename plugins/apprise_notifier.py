@@ -10,8 +10,10 @@ bounded in time and explained. So each send here:
 - disables Apprise's own per-service deadline (``AppriseAsset(service_timeout=0)``): with a
   deadline, Apprise hands every call to one process-wide pool of ``min(32, CPUs + 4)`` threads,
   where concurrent alarms would wait for each other. Instead the call runs in this notifier's own
-  thread pool and its sockets get connect/read timeouts (``cto``/``rto``) of at most
-  ``[plugins.apprise] timeout`` seconds;
+  thread pool and its sockets get the connect and read timeouts the operator set: ``cto``/``rto``
+  in the channel's URL, else ``[plugins.apprise] timeout`` — never Apprise's own 4 s default —
+  and never more than the hub waits for the send (``Notification.timeout_s``, from
+  ``[delivery] timeout_s``), so the hub never gives up on a send that is still under way;
 - reads the reason for a failure from the ``AppriseResult`` of that very call (Apprise captures
   each service's log records per call through context variables), so concurrent sends never see
   each other's error text — unlike a global ``apprise.LogCapture``;
@@ -39,9 +41,10 @@ import re
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 
 import apprise
 from apprise.manager_plugins import NotificationManager
@@ -53,6 +56,7 @@ from hub.plugin_api import (
     Notifier,
     PluginError,
     hookimpl,
+    mask_generic,
     seconds_setting,
     settings_table,
     url_scheme,
@@ -206,11 +210,36 @@ def _requirements(plugin: Any) -> str:
     return details.rstrip(".")
 
 
-def bound_timeouts(service: Any, timeout: float) -> None:
-    """No throttle sleep, and socket timeouts of at most ``timeout`` (a URL may ask for less)."""
+def bound_timeouts(service: Any, url: str, timeout: float) -> None:
+    """No throttle sleep, and the socket timeouts of this channel: its URL's own ``cto`` and
+    ``rto`` when it sets them, else ``timeout``; never more than ``timeout``.
+
+    Apprise's default (4 s each) applies to every URL that does not set them, so it is replaced,
+    not kept: a receiver answering in 6 s under a 10 s setting must not be a failure.
+    """
+    asked = _url_timeouts(url)
     service.request_rate_per_sec = 0
-    service.socket_connect_timeout = min(float(service.socket_connect_timeout or timeout), timeout)
-    service.socket_read_timeout = min(float(service.socket_read_timeout or timeout), timeout)
+    service.socket_connect_timeout = min(asked.get("cto", timeout), timeout)
+    service.socket_read_timeout = min(asked.get("rto", timeout), timeout)
+
+
+def _url_timeouts(url: str) -> dict[str, float]:
+    """The ``cto``/``rto`` seconds a channel URL sets (Apprise accepts them on every URL)."""
+    found: dict[str, float] = {}
+    for key, values in parse_qs(urlsplit(url).query).items():
+        if key.lower() in ("cto", "rto"):
+            with suppress(ValueError):
+                seconds = float(values[-1])
+                if seconds > 0:
+                    found[key.lower()] = seconds
+    return found
+
+
+def send_timeout(notification: Notification, configured: float) -> float:
+    """The longest socket timeout a send may use: the setting, within the hub's own wait."""
+    if notification.timeout_s is None:
+        return configured
+    return min(configured, notification.timeout_s)
 
 
 def choose_text(service: Any, notification: Notification) -> tuple[str, str]:
@@ -247,7 +276,7 @@ def deliver(notification: Notification, timeout: float) -> DeliveryResult:
         service = load_service(notification.url, asset)
     except InvalidChannelURL as exc:
         return DeliveryResult.failure(str(exc), permanent=True)
-    bound_timeouts(service, timeout)
+    bound_timeouts(service, notification.url, send_timeout(notification, timeout))
     name = str(service.service_name)
     try:
         secrets = secret_fragments(notification.url, service.url(privacy=True))
@@ -292,6 +321,19 @@ class AppriseNotifier:
             raise InvalidChannelURL(f"the apprise notifier does not handle {scheme}:// URLs")
         contain_apprise_logging()
         load_service(url, new_asset())
+
+    def mask(self, url: str) -> str:
+        """Only the scheme and, for services Apprise says run on a server of your choosing
+        (a ``host`` token in their URL template), that server's name.
+
+        Apprise's ``url(privacy=True)`` hides passwords and API keys but keeps what names a
+        person or lets anyone write to them: e-mail addresses, phone numbers, ntfy topics,
+        Matrix rooms, webhook paths, the first and last letters of tokens. None of it shows.
+        """
+        scheme = url_scheme(url)
+        service = _MANAGER[scheme] if scheme in _MANAGER else None  # noqa: SIM401 (no .get)
+        template = getattr(service, "template_tokens", None) or {}
+        return mask_generic(url, host_is_server="host" in template)
 
     async def send(self, notification: Notification) -> DeliveryResult:
         """Run the blocking Apprise call in this notifier's threads; never blocks the loop."""

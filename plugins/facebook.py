@@ -109,6 +109,13 @@ class FacebookNotifier(BaseNotifier):
         super().validate(url)
         parse_channel(url)
 
+    def mask(self, url: str) -> str:
+        """The Page id (public) without the Page's access token."""
+        try:
+            return f"facebook://***@{parse_channel(url).page_id}"
+        except InvalidChannelURL:
+            return "facebook://***"
+
     async def send(self, notification: Notification) -> DeliveryResult:
         try:
             channel = parse_channel(notification.url)
@@ -120,7 +127,8 @@ class FacebookNotifier(BaseNotifier):
             # the token and the Page work.
             form["published"] = "false"
         try:
-            async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as client:
+            timeout = min(self.timeout, notification.timeout_s or self.timeout)
+            async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
                 response = await client.post(f"{self.graph_url}/{channel.page_id}/feed", data=form)
         except httpx.HTTPError as exc:
             reason = str(exc) or type(exc).__name__

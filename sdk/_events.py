@@ -2,8 +2,11 @@
 # Change the async module and run the script again.
 """Defenders' Days: events with their programme, registrations, announcements and training.
 
-During an event's training, participants wear training wristbands; their alarms are real alarms
-of kind ``training`` that go only to the event's HQ, never to contacts or the public.
+During an event's training, participants wear training wristbands; whatever such a wristband
+sends is a ``test`` alarm that goes only to its participant (the registration's channel), never
+to HQ, contacts, responders or the public. Handing out wristbands (their passwords and keys),
+ending training, training alarms and registering a defender by ``defender_id`` need an
+operations role (``hq``, ``admin``); an ``integration`` token sees only its own registrations.
 """
 
 from __future__ import annotations

@@ -487,6 +487,11 @@ class FundRequest(Model):
     created_at: datetime
     updated_at: datetime
     created_by: str
+    reference_problem: str | None = Field(
+        default=None,
+        description="Why defender_id or alarm_id does not hold, when it does not (shown to "
+        "roles with operations rights only); such a request can only be rejected.",
+    )
 
 
 class FundRequestEvent(Model):

@@ -199,6 +199,22 @@ def test_hanging_channel_is_cut_off_while_others_get_theirs(
     assert len(smtp_server.messages) == 1
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_receiver_slower_than_apprise_defaults_but_within_the_settings_gets_one_post(
+    broker, database_url, people, store, device, http_receiver
+) -> None:
+    """[delivery] timeout_s 15 and [plugins.apprise] timeout 10 are what apply, not Apprise's
+    own 4 s read timeout: a webhook answering in 6 s is delivered, once."""
+    http_receiver.delay = 6.0
+    config = hub_config(broker, database_url, timeout_s=15.0, plugins={"apprise": {"timeout": 10}})
+    with RunningHub(config):
+        device.publish("alarm", make_alarm("slow-answer").to_payload())
+        rows = wait_until(lambda: _deliveries_done(store, "slow-answer"), timeout=30)
+    by_name = {row.recipient: row for row in rows}
+    assert by_name["Partner NGO"].status == "sent", by_name["Partner NGO"].detail
+    assert len(http_receiver.requests) == 1
+
+
 def test_device_cannot_publish_to_another_devices_topic(
     broker, database_url, people, store, device
 ) -> None:

@@ -252,8 +252,8 @@ def test_an_announcement_reaches_every_active_registration_through_the_hub(
         defender_id = new_defender(hq_client, "Ana Announce")
         event = new_event(events)
         registrations = f"/v1/events/{event['id']}/registrations"
-        created(
-            events.post(
+        created(  # only HQ links a registration to a defender
+            hq_client.post(
                 registrations,
                 json={
                     "kind": "defender",
@@ -273,7 +273,7 @@ def test_an_announcement_reaches_every_active_registration_through_the_hub(
         assert events.delete(f"{registrations}/{guest['id']}").status_code == 200
 
         made = created(
-            events.post(
+            hq_client.post(
                 f"/v1/events/{event['id']}/announcements",
                 json={"title": "Room change", "body": "Day 2 moves to room B.\nBring your badge."},
             )
@@ -282,7 +282,8 @@ def test_an_announcement_reaches_every_active_registration_through_the_hub(
         listed = events.get(f"/v1/events/{event['id']}/announcements").json()
 
     assert made["recipients"] == 2 and made["short"] == "Room change"
-    assert made["created_by"] == "api:test-integration" and listed == [made]
+    assert made["created_by"] == "api:test-hq"
+    assert listed == [made | {"created_by": "hq"}]  # a partner system is not told who wrote it
     (mail,) = smtp_server.messages
     assert mail.rcpt_tos == ["ana@example.org"] and mail.message["Subject"] == "Room change"
     assert mail.text.strip().splitlines() == ["Day 2 moves to room B.", "Bring your badge."]
@@ -327,7 +328,7 @@ def state_of(client: httpx.Client, alarm_id: int) -> str:
     return state
 
 
-def test_training_wristbands_raise_test_alarms_that_reach_only_test_recipients(
+def test_training_wristbands_raise_test_alarms_that_reach_only_their_participant(
     api: ApiHub, hq: HTTPReceiver, http_receiver: HTTPReceiver
 ) -> None:
     name = unique("Trainee")
@@ -337,15 +338,17 @@ def test_training_wristbands_raise_test_alarms_that_reach_only_test_recipients(
             "name": "Sister",
             "channel_url": json_url(http_receiver, "/sister"),
             "defender_id": defender_id,
+            "receives_tests": True,
         }
-        assert created(client.post("/v1/contacts", json=sister))["receives_tests"] is False
+        assert created(client.post("/v1/contacts", json=sister))["receives_tests"] is True
         event = new_event(client)
         path = f"/v1/events/{event['id']}"
-        registration = created(
-            client.post(
-                f"{path}/registrations", json={"kind": "defender", "defender_id": defender_id}
-            )
-        )
+        trainee = {
+            "kind": "defender",
+            "defender_id": defender_id,
+            "channel_url": json_url(http_receiver, "/trainee"),
+        }
+        registration = created(client.post(f"{path}/registrations", json=trainee))
         guest = created(client.post(f"{path}/registrations", json={"kind": "guest", "name": "G"}))
         off = client.post(f"{path}/training/alarms", json={"registration_id": registration["id"]})
         assert "training is off" in problem(off, 409)
@@ -396,13 +399,14 @@ def test_training_wristbands_raise_test_alarms_that_reach_only_test_recipients(
         deliveries = client.get(f"/v1/alarms/{alarm['id']}/deliveries").json()
 
     expected = f"TEST alarm, no action needed: {name}"
-    assert titles(hq, "/hq").count(expected) == 2
-    assert http_receiver.requests == []  # the trusted contact does not receive tests
-    assert [(d["recipient"], d["kind"]) for d in deliveries] == [("HQ desk", "test")]
+    assert titles(http_receiver, "/trainee").count(expected) == 2
+    assert titles(hq, "/hq") == []  # neither HQ...
+    assert titles(http_receiver, "/sister") == []  # ... nor a contact, even one taking tests
+    assert [(d["recipient"], d["kind"]) for d in deliveries] == [(name, "test")]
 
 
 def test_ending_training_makes_the_kits_logins_fail(api: ApiHub) -> None:
-    with api.client(ApiRole.INTEGRATION) as client, api.client(ApiRole.HQ) as hq_client:
+    with api.client(ApiRole.HQ) as client, api.client(ApiRole.HQ) as hq_client:
         defender_id = new_defender(hq_client, unique("Trainee"))
         event = new_event(client)
         path = f"/v1/events/{event['id']}"

@@ -286,14 +286,15 @@ def test_unknown_requests_are_404(people: People) -> None:
 def test_a_request_that_does_not_fit_is_a_422(
     people: People, overrides: dict[str, Any], expected: str
 ) -> None:
-    with people.api.client(INTEGRATION) as client:
+    # HQ is told what does not hold; a partner system is not (test_api_integration_role.py).
+    with people.api.client(HQ) as client:
         response = client.post("/v1/fund-requests", json={**new_request(people.ana), **overrides})
     assert response.status_code == 422, response.text
     assert expected in response.json()["detail"]
 
 
 def test_a_request_cannot_follow_another_defenders_alarm(people: People) -> None:
-    with people.api.client(INTEGRATION) as client:
+    with people.api.client(HQ) as client:
         response = client.post(
             "/v1/fund-requests", json=new_request(people.ana, alarm_id=people.ben_alarm)
         )

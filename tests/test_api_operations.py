@@ -130,8 +130,9 @@ def test_contacts_never_show_their_secrets(api: ApiHub) -> None:
         assert response.status_code == 200 or response.status_code == 201
         assert not any(secret in response.text for secret in secrets), response.text
     contact = responses[1].json()
-    assert contact["channel"] == "mailto://***@mail.example.org?to=duty@example.org"
-    assert contact["fallbacks"] == ["json://***@127.0.0.1:9/alerts", "tgram://***/987"]
+    # The addressee, paths and chat ids are identities: only the server shows (test_masking.py).
+    assert contact["channel"] == "mailto://***@mail.example.org/***"
+    assert contact["fallbacks"] == ["json://***@127.0.0.1:9/***", "tgram://***"]
     assert (contact["role"], contact["receives_tests"]) == ("trusted", False)
     assert responses[3].json()["name"] == "Big sister"
 
@@ -234,7 +235,7 @@ def test_a_responder_with_a_username_gets_a_broker_account_once(api: ApiHub) -> 
             json={"name": "H", "channel_url": "console://", "mqtt_user": HUB_USER},
         )
     wait_until(lambda: accepts_login(api, user, responder["mqtt_password"]))
-    assert responder["channel"] == "tgram://***/987" and responder["fallbacks"] == ["console://"]
+    assert responder["channel"] == "tgram://***" and responder["fallbacks"] == ["console://"]
     assert (responder["radius_m"], responder["receives_tests"]) == (2500, True)
     assert "ABCDEFBotSecret" not in made.text + again.text
     assert "mqtt_password" not in again.json() and again.json()["mqtt_user"] == user
@@ -370,7 +371,7 @@ def test_policy_errors(api: ApiHub) -> None:
 
 @pytest.mark.parametrize("path", ["/v1/devices", "/v1/contacts", "/v1/responders"])
 def test_list_limits_are_checked(api: ApiHub, path: str) -> None:
-    with api.client(ApiRole.READ_ONLY) as client:
+    with api.client(ApiRole.HQ) as client:
         assert client.get(path, params={"limit": 0}).status_code == 422
         assert client.get(path, params={"limit": 201}).status_code == 422
         assert client.get(path, params={"limit": 1}).status_code == 200

@@ -21,6 +21,7 @@ A, H, N, R = ApiRole.ADMIN, ApiRole.HQ, ApiRole.INTEGRATION, ApiRole.READ_ONLY  
 EXPECTED_ROLES = {
     "self": {A, H, N, R},
     "operations:read": {A, H, R},
+    "contacts:read": {A, H},
     "operations:write": {A, H},
     "policies:write": {A},
     "alarms:read": {A, H, R},
@@ -49,13 +50,13 @@ ROUTES = {
     ("POST", "/v1/devices/{device_id}/suspend"): "operations:write",
     ("POST", "/v1/devices/{device_id}/revoke"): "operations:write",
     ("POST", "/v1/devices/{device_id}/resume"): "operations:write",
-    ("GET", "/v1/contacts"): "operations:read",
+    ("GET", "/v1/contacts"): "contacts:read",
     ("POST", "/v1/contacts"): "operations:write",
-    ("GET", "/v1/contacts/{contact_id}"): "operations:read",
+    ("GET", "/v1/contacts/{contact_id}"): "contacts:read",
     ("PATCH", "/v1/contacts/{contact_id}"): "operations:write",
-    ("GET", "/v1/responders"): "operations:read",
+    ("GET", "/v1/responders"): "contacts:read",
     ("POST", "/v1/responders"): "operations:write",
-    ("GET", "/v1/responders/{responder_id}"): "operations:read",
+    ("GET", "/v1/responders/{responder_id}"): "contacts:read",
     ("PATCH", "/v1/responders/{responder_id}"): "operations:write",
     ("GET", "/v1/policies"): "operations:read",
     ("GET", "/v1/policies/{name}"): "operations:read",
@@ -97,9 +98,9 @@ ROUTES = {
     ("GET", "/v1/events/{event_id}/announcements"): "events:read",
     ("POST", "/v1/events/{event_id}/announcements"): "events:write",
     ("GET", "/v1/events/{event_id}/training"): "events:read",
-    ("POST", "/v1/events/{event_id}/training"): "events:write",
-    ("DELETE", "/v1/events/{event_id}/training"): "events:write",
-    ("POST", "/v1/events/{event_id}/training/alarms"): "events:write",
+    ("POST", "/v1/events/{event_id}/training"): "operations:write",
+    ("DELETE", "/v1/events/{event_id}/training"): "operations:write",
+    ("POST", "/v1/events/{event_id}/training/alarms"): "operations:write",
 }
 
 

@@ -92,7 +92,7 @@ def test_an_hq_action_through_the_api_shows_up_live(api: ApiHub) -> None:
         response = hq.post(f"/v1/alarms/{alarm_id}/acknowledge", json={"note": "on it"})
         assert response.status_code == 200, response.text
         [*_, acknowledged] = _events_of(stream, alarm_id, until="acknowledged")
-    assert acknowledged.actor == "api:test-hq"
+    assert acknowledged.actor == "hq"  # the read-only role is told roles, not who
 
 
 def test_no_token_is_a_401_and_the_integration_role_a_403(api: ApiHub) -> None:

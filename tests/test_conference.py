@@ -373,14 +373,14 @@ def test_training_without_broker_accounts_is_refused(engine: Engine, event) -> N
         training.start_training(engine, event.id, None)
 
 
-def test_a_training_alarm_is_a_test_alarm_that_reaches_only_test_recipients(
+def test_a_training_alarm_reaches_only_its_participant_never_hq_contacts_or_the_press(
     engine: Engine, session: Session, event, data_dir: Path
 ) -> None:
     defender_id = _defender(engine)
     admin.add_contact(engine, REGISTRY, "HQ desk", "sink://hq", None)  # receives tests
-    admin.add_contact(engine, REGISTRY, "Sister", "sink://sister", defender_id)
+    admin.add_contact(engine, REGISTRY, "Sister", "sink://sister", defender_id, receives_tests=True)
     admin.add_contact(engine, REGISTRY, "Press", "sink://press", None, role=Role.PRESS)
-    registration = _register_defender(session, event, defender_id)
+    registration = _register_defender(session, event, defender_id, channel="sink://trainee")
     (kit,) = training.start_training(engine, event.id, data_dir)
 
     alarm_pk = training.run_training_alarm(
@@ -396,7 +396,9 @@ def test_a_training_alarm_is_a_test_alarm_that_reaches_only_test_recipients(
             defender_id,
         )
         deliveries = check.exec(select(Delivery).where(Delivery.alarm_pk == alarm_pk)).all()
-        assert [(d.recipient, d.kind) for d in deliveries] == [("HQ desk", "test")]
+        assert [(d.recipient, d.role, d.kind, d.channel_url) for d in deliveries] == [
+            ("Ana", "participant", "test", "sink://trainee")
+        ]
         events = check.exec(select(AlarmEvent).where(AlarmEvent.alarm_pk == alarm_pk)).all()
         assert ("training", "api:hq") in {(e.kind, e.actor) for e in events}
 

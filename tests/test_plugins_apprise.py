@@ -195,8 +195,8 @@ def test_each_send_loads_its_own_service_without_throttle_and_with_bounded_timeo
     quick = load_service(quick_url, new_asset())
     assert first is not second and first.request_rate_per_sec > 0  # e-mail throttles itself
 
-    for service in (first, quick):
-        bound_timeouts(service, 10.0)
+    bound_timeouts(first, slow_url, 10.0)
+    bound_timeouts(quick, quick_url, 10.0)
 
     assert first.request_rate_per_sec == 0
     assert (first.socket_connect_timeout, first.socket_read_timeout) == (10.0, 10.0)

@@ -154,7 +154,7 @@ def test_an_event_from_programme_to_training_alarm(sdk: Both) -> None:
             channel_url="console://",
             needs={"visa_letter": True},
         ),
-        INTEGRATION,
+        HQ,  # only HQ links a registration to a defender
     )
     guest = sdk(lambda c: c.events.register(event.id, kind="guest", name="Journalist"), INTEGRATION)
     assert defender.needs.visa_letter and not guest.needs.visa_letter
@@ -166,23 +166,23 @@ def test_an_event_from_programme_to_training_alarm(sdk: Both) -> None:
 
     sent = sdk(
         lambda c: c.events.announce(event.id, title="Room change", body="Session 1 is in B3."),
-        INTEGRATION,
+        HQ,
     )
     assert sent.recipients == 1 and sent.short == "Room change"
     assert sdk(lambda c: c.events.announcements(event.id)) == [sent]
 
-    started = sdk(lambda c: c.events.start_training(event.id), INTEGRATION)
+    started = sdk(lambda c: c.events.start_training(event.id), HQ)
     [kit] = started.kits
     assert started.active and kit.registration_id == defender.id and kit.password
     assert sdk(lambda c: c.events.training(event.id)).kits[0].password is None
-    alarm = sdk(
-        lambda c: c.events.training_alarm(event.id, registration_id=defender.id), INTEGRATION
-    )
+    alarm = sdk(lambda c: c.events.training_alarm(event.id, registration_id=defender.id), HQ)
     assert isinstance(alarm, Alarm) and alarm.kind == "test" and alarm.device_id == kit.device_id
-    ended = sdk(lambda c: c.events.end_training(event.id), INTEGRATION)
+    ended = sdk(lambda c: c.events.end_training(event.id), HQ)
     assert ended.active is False
+    with pytest.raises(PermissionDeniedError):  # kits are device credentials: HQ's only
+        sdk(lambda c: c.events.start_training(event.id), INTEGRATION)
     with pytest.raises(ConflictError, match="training is off"):
-        sdk(lambda c: c.events.training_alarm(event.id, registration_id=defender.id), INTEGRATION)
+        sdk(lambda c: c.events.training_alarm(event.id, registration_id=defender.id), HQ)
 
 
 # -- webhooks ------------------------------------------------------------------------------------

@@ -279,7 +279,7 @@ def test_a_restarted_hub_sends_each_event_once_including_those_made_while_it_was
     acknowledged = [
         e for _, e in posts_about(http_receiver, alarm_id) if e.type == "alarm.acknowledged"
     ]
-    assert acknowledged and acknowledged[0].data["event"]["actor"] == "cli:duty"
+    assert acknowledged and acknowledged[0].data["event"]["actor"] == "hq"
     assert set(before_restart) < wanted  # some were sent by the second hub only
     assert max(counts.values()) == 1, counts  # nothing sent twice across the restart
     assert max(listed.values()) == 1
@@ -322,4 +322,4 @@ def test_fund_request_changes_are_posted_to_fund_subscribers(
     approved = next(event for _, event in posts if event.type == "fund_request.approved")
     assert approved.data["request"]["state"] == "approved"
     assert approved.data["request"]["amount"] == "950.50"
-    assert approved.data["event"]["actor"] == "api:test-hq"
+    assert approved.data["event"]["actor"] == "hq"  # partners are told roles, not people

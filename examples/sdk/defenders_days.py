@@ -6,22 +6,26 @@ Against the demo hub (``natalia demo --serve`` prints how to load its tokens)::
     set -a; . /tmp/natalia-demo-XXXX/api.env; set +a
     .venv/bin/python examples/sdk/defenders_days.py
 
-``NATALIA_TOKEN`` is the conference system's token (role ``integration``). Announcements and the
-training alarm go to ``console://`` here, so they appear in the demo's terminal; real
-registrations carry an e-mail or messenger URL.
+``NATALIA_TOKEN`` is the conference system's token (role ``integration``): it runs the event and
+registers guests by name. ``NATALIA_HQ_TOKEN`` is an HQ operator's (role ``hq``): only HQ links a
+registration to a defender and hands out training wristbands, which are device credentials.
+Announcements and the training alarm go to ``console://`` here, so they appear in the demo's
+terminal; real registrations carry an e-mail or messenger URL.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from datetime import UTC, date, datetime
 
 from sdk import AsyncClient
 
 
 async def main(defender_id: int) -> None:
-    async with AsyncClient.from_env() as client:
+    url, hq_token = os.environ["NATALIA_URL"], os.environ["NATALIA_HQ_TOKEN"]
+    async with AsyncClient.from_env() as client, AsyncClient(url, hq_token) as hq:
         event = await client.events.create(
             name="Defenders' Days 2027",
             starts_on=date(2027, 5, 18),
@@ -36,13 +40,6 @@ async def main(defender_id: int) -> None:
             ends_at=datetime(2027, 5, 18, 10, 30, tzinfo=UTC),
             room="Room 2",
         )
-        defender = await client.events.register(
-            event.id,
-            kind="defender",
-            defender_id=defender_id,
-            channel_url="console://",
-            needs={"visa_letter": True, "travel_support": True},
-        )
         guest = await client.events.register(
             event.id,
             kind="guest",
@@ -50,7 +47,20 @@ async def main(defender_id: int) -> None:
             channel_url="console://",
             needs={"security_considerations": "no photos, no name in public lists"},
         )
-        print(f"event {event.id}: {event.name}, registrations {defender.id} and {guest.id}")
+        interpreter = await client.events.register(
+            event.id, kind="guest", name="Interpreter", channel_url="console://"
+        )
+        defender = await hq.events.register(  # HQ links the defender's registration
+            event.id,
+            kind="defender",
+            defender_id=defender_id,
+            channel_url="console://",
+            needs={"visa_letter": True, "travel_support": True},
+        )
+        print(
+            f"event {event.id}: {event.name}, guests {guest.id} and {interpreter.id}, "
+            f"defender {defender.id}"
+        )
 
         announcement = await client.events.announce(
             event.id,
@@ -59,12 +69,12 @@ async def main(defender_id: int) -> None:
         )
         print(f"announcement {announcement.id} queued for {announcement.recipients} participants")
 
-        training = await client.events.start_training(event.id)
+        training = await hq.events.start_training(event.id)
         for kit in training.kits:
             print(f"training wristband {kit.device_id} for registration {kit.registration_id}")
-        alarm = await client.events.training_alarm(event.id, registration_id=defender.id)
+        alarm = await hq.events.training_alarm(event.id, registration_id=defender.id)
         print(f"training alarm {alarm.ref}: kind {alarm.kind}, state {alarm.state.value}")
-        ended = await client.events.end_training(event.id)
+        ended = await hq.events.end_training(event.id)
         print(f"training over: active={ended.active}")
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.api import errors
+from hub.api import docs, errors
 from hub.api.context import ApiContext
+from hub.api.headers import SecurityHeaders
 from hub.api.routes import ROUTERS
 
 API_PREFIX = "/v1"
@@ -28,31 +28,6 @@ Errors are RFC 9457 problem details (`application/problem+json`); lists are pagi
 """
 
 
-class NoStore:
-    """``Cache-Control: no-store`` on every answer: they hold personal data, tokens, passwords.
-
-    A plain ASGI middleware, so streamed answers (the live event stream) pass through untouched.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                if not any(name.lower() == b"cache-control" for name, _ in headers):
-                    headers.append((b"cache-control", b"no-store"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
-
-
 def create_api(context: ApiContext | None) -> FastAPI:
     """The API application; ``context`` None builds it only for its OpenAPI document."""
     app = FastAPI(
@@ -60,14 +35,15 @@ def create_api(context: ApiContext | None) -> FastAPI:
         version="1.0.0",
         description=DESCRIPTION,
         openapi_url=f"{API_PREFIX}/openapi.json",
-        docs_url=f"{API_PREFIX}/docs",
+        docs_url=None,  # FastAPI's page loads Swagger UI from a CDN: hub.api.docs instead
         redoc_url=None,
     )
     if context is not None:
         app.state.api = context
     errors.install(app)
 
-    app.add_middleware(NoStore)
+    app.add_middleware(SecurityHeaders)
+    docs.install(app, f"{API_PREFIX}/docs", f"{API_PREFIX}/openapi.json")
 
     for router in ROUTERS:
         app.include_router(router, prefix=API_PREFIX, responses=errors.PROBLEM_RESPONSES)

@@ -18,7 +18,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
@@ -27,9 +27,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 
-from hub.api.views import alarm_event_view
+from hub.api.views import alarm_event_view, outside_event_view
 from hub.models import AlarmEvent
 from hub.tail import Settler
+from sdk.models import AlarmEvent as AlarmEventModel
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,17 @@ class Frame:
     id: int
     alarm_id: int
     data: bytes  #: the whole SSE event: ``id:``, ``event:``, ``data:`` and the blank line
+    outside: bytes  #: the same for listeners outside HQ: roles, not people
 
 
 def frame(row: AlarmEvent) -> Frame:
     view = alarm_event_view(row)
+    return Frame(view.id, view.alarm_id, _sse(view), _sse(outside_event_view(row)))
+
+
+def _sse(view: AlarmEventModel) -> bytes:
     kind = " ".join(view.kind.split())  # one line, whatever a writer put in it
-    text = f"id: {view.id}\nevent: {kind}\ndata: {view.model_dump_json()}\n\n"
-    return Frame(view.id, view.alarm_id, text.encode())
+    return f"id: {view.id}\nevent: {kind}\ndata: {view.model_dump_json()}\n\n".encode()
 
 
 def latest_event_id(session: Session) -> int:
@@ -80,11 +85,11 @@ class Broadcaster:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="natalia-stream")
 
     async def listen(
-        self, after: int, alarm_id: int | None, keepalive_s: float
-    ) -> AsyncIterator[bytes]:
+        self, after: int, alarm_id: int | None, keepalive_s: float, outside: bool = False
+    ) -> AsyncGenerator[bytes, None]:
         """Frames of the events after ``after`` (of one alarm, or all), then new ones as they
         come; a keepalive comment whenever nothing was sent for ``keepalive_s``. Ends when
-        the broadcaster is closed."""
+        the broadcaster is closed. ``outside``: the frames that name roles, not people."""
         loop = asyncio.get_running_loop()
         self._listeners += 1
         try:
@@ -100,7 +105,7 @@ class Broadcaster:
                 if position < self.head:
                     frames, position = await self._after(position, alarm_id)
                     for found in frames:
-                        yield found.data
+                        yield found.outside if outside else found.data
                     if frames:
                         sent_at = loop.time()
                     continue

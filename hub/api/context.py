@@ -9,6 +9,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from hub.clock import Clock, SystemClock
+from hub.egress import EgressPolicy
 from hub.lifecycle import Lifecycle
 from hub.plugin_manager import NotifierRegistry
 
@@ -35,3 +36,7 @@ class ApiContext:
     stream_poll_s: float = 0.5
     #: Comment lines keep idle streams open through proxies.
     stream_keepalive_s: float = 15.0
+    #: How often open streams check that their token still allows them (revoked, expired...).
+    token_check_s: float = 2.0
+    #: Where URLs given through the API may point (hub/egress.py); None: not checked.
+    egress: EgressPolicy | None = None

@@ -12,7 +12,9 @@ from sdk.models import ApiRole
 
 
 class Permission(enum.StrEnum):
-    OPERATIONS_READ = "operations:read"  #: defenders, devices, contacts, responders, policies
+    OPERATIONS_READ = "operations:read"  #: defenders, devices, policies
+    #: contacts and responders, and who was told (names and channels in timelines, deliveries)
+    CONTACTS_READ = "contacts:read"
     OPERATIONS_WRITE = "operations:write"  #: register and change them
     POLICIES_WRITE = "policies:write"  #: escalation policies
     ALARMS_READ = "alarms:read"  #: alarms, timelines, deliveries, the live stream

@@ -101,12 +101,25 @@ def authenticate(session: Session, secret: str, now: datetime | None = None) -> 
     return Principal(row.id, row.name, ApiRole(row.role))
 
 
+def still_valid(row: ApiToken | None, principal: Principal, now: datetime) -> bool:
+    """Whether the token ``principal`` was authenticated with still allows what it did then:
+    not revoked, not expired, not deleted, and the same role."""
+    if row is None or row.revoked_at is not None or row.role != principal.role.value:
+        return False
+    return row.expires_at is None or _utc(row.expires_at) > now
+
+
 def list_tokens(engine: Engine) -> list[ApiToken]:
     with Session(engine) as session:
         return list(session.exec(select(ApiToken).order_by(col(ApiToken.id))))
 
 
 def revoke_token(engine: Engine, token_id: int) -> ApiToken:
+    """Revoke at once: requests fail from now on, open streams end within seconds
+    (``hub.api.token_watch``), and the webhooks the token created stop (a stolen admin token
+    must not leave a subscription behind that keeps sending alarms to its thief)."""
+    from hub.webhooks.subscriptions import deactivate_created_by_token
+
     with Session(engine) as session:
         row = session.get(ApiToken, token_id)
         if row is None:
@@ -114,6 +127,7 @@ def revoke_token(engine: Engine, token_id: int) -> ApiToken:
         if row.revoked_at is None:
             row.revoked_at = datetime.now(UTC)
             session.add(row)
+            deactivate_created_by_token(session, token_id, row.revoked_at)
             session.commit()
             session.refresh(row)
         return row

@@ -1,6 +1,10 @@
 """Database rows as wire models (``sdk.models``): what the API may show of each.
 
 Channel URLs are shown masked; delivery bodies are not shown (they hold positions).
+
+Consumers outside HQ (webhooks, the read-only role, their live streams) get the ``outside_*``
+views: who was told and who acted are named by role (``trusted``, ``hq``...), never by name or
+channel, and providers' texts (which can quote an address) are left out.
 """
 
 from __future__ import annotations
@@ -78,3 +82,39 @@ def delivery_view(row: DeliveryRow) -> Delivery:
 
 def masked(urls: list[str]) -> list[str]:
     return [mask_url(url) for url in urls]
+
+
+#: Timeline entries whose detail names nobody (the hub's own steps); others are summarised.
+_NAMELESS_DETAIL = frozenset(
+    {"received", "late", "duplicate", "stage", "stage_skipped", "public_refused", "notified"}
+)
+
+
+def outside_actor(row: AlarmEventRow) -> str:
+    """The hub and devices by their id; an API token or a person by role."""
+    if row.actor == "hub" or row.actor.startswith("device:"):
+        return row.actor
+    if row.kind == "acknowledged" and not row.actor.startswith(("api:", "cli:")):
+        return row.role or "recipient"  # through a recipient's link
+    return "hq"
+
+
+def outside_event_view(row: AlarmEventRow) -> AlarmEvent:
+    """An alarm event as a partner or a dashboard sees it: roles, not people."""
+    view = alarm_event_view(row)
+    actor = outside_actor(row)
+    if row.kind in _NAMELESS_DETAIL and not row.detail.count("@"):
+        detail = row.detail
+    elif row.role is not None:
+        detail = f"{row.kind.replace('_', ' ')}: {row.role} recipient"
+    else:
+        detail = f"{row.kind.replace('_', ' ')} by {actor}"
+    return view.model_copy(update={"actor": actor, "detail": detail})
+
+
+def outside_delivery_view(row: DeliveryRow) -> Delivery:
+    """A delivery without its recipient's name, channel or the provider's text."""
+    scheme = row.channel_masked.split("://", 1)[0]
+    return delivery_view(row).model_copy(
+        update={"recipient": row.role, "channel": f"{scheme}://", "detail": ""}
+    )

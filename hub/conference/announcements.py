@@ -31,9 +31,17 @@ def delivery_key(announcement_id: int, registration_id: int) -> str:
 
 
 def announce(
-    session: Session, event: ConferenceEvent, body: AnnouncementIn, actor: str, now: datetime
+    session: Session,
+    event: ConferenceEvent,
+    body: AnnouncementIn,
+    actor: str,
+    now: datetime,
+    made_by: str | None = None,
 ) -> ConferenceAnnouncement:
-    """Store the announcement and queue it, in one commit; the caller wakes the dispatcher."""
+    """Store the announcement and queue it, in one commit; the caller wakes the dispatcher.
+
+    ``made_by``: only the registrations that actor made (a partner system's text never reaches
+    participants HQ registered, and its count tells nothing of them)."""
     announcement = ConferenceAnnouncement(
         event_id=event_pk(event),
         title=body.title,
@@ -45,15 +53,14 @@ def announce(
     session.add(announcement)
     session.flush()
     assert announcement.id is not None
-    recipients = session.exec(
-        select(ConferenceRegistration)
-        .where(
-            ConferenceRegistration.event_id == event.id,
-            ConferenceRegistration.status == RegistrationStatus.REGISTERED.value,
-            col(ConferenceRegistration.channel_url).is_not(None),
-        )
-        .order_by(col(ConferenceRegistration.id))
-    ).all()
+    query = select(ConferenceRegistration).where(
+        ConferenceRegistration.event_id == event.id,
+        ConferenceRegistration.status == RegistrationStatus.REGISTERED.value,
+        col(ConferenceRegistration.channel_url).is_not(None),
+    )
+    if made_by is not None:
+        query = query.where(ConferenceRegistration.created_by == made_by)
+    recipients = session.exec(query.order_by(col(ConferenceRegistration.id))).all()
     for registration in recipients:
         assert registration.id is not None and registration.channel_url is not None
         session.add(

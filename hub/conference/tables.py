@@ -13,7 +13,7 @@ from datetime import date, datetime
 from sqlalchemy import Index, Text, text
 from sqlmodel import Field, SQLModel
 
-from hub.models import utc_now
+from hub.models import Role, utc_now
 
 
 class RegistrationStatus(enum.StrEnum):
@@ -23,7 +23,7 @@ class RegistrationStatus(enum.StrEnum):
 
 #: ``Delivery.kind`` of an announcement to a registration (``Delivery.role`` is "participant").
 ANNOUNCEMENT_KIND = "announcement"
-PARTICIPANT_ROLE = "participant"
+PARTICIPANT_ROLE = Role.PARTICIPANT.value
 
 
 class ConferenceEvent(SQLModel, table=True):

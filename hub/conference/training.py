@@ -2,11 +2,14 @@
 
 A kit is an ordinary device (``train-<event id>-<registration id>``) of the defender, with its
 own broker account, so a participant can pull it with devicekit's wristband or simulator and see
-the whole path work. Its alarms are ``test`` alarms: they reach only recipients marked
-``receives_tests`` and never the press or the public. Ending training (or cancelling the
-registration) makes the device inactive and removes its broker account.
+the whole path work. The device is marked a training wristband (``Device.training_event_id``):
+whatever it sends is a ``test`` alarm that reaches only that participant, on their
+registration's channel — never the defender's contacts, HQ, responders, the press or the public
+(``hub.recipients``). Ending training (or cancelling the registration) makes the device inactive
+and removes its broker account.
 
-Passwords are returned once and never stored in clear or logged.
+Handing out kits hands out device credentials: the API allows it to operations roles only.
+Passwords and keys are returned once and never stored in clear or logged.
 """
 
 from __future__ import annotations
@@ -140,9 +143,12 @@ def _hand_kit(
         password, key = _reissue(engine, device_id, defender_id, data_dir)
     with Session(engine) as session:
         registration = session.get(ConferenceRegistration, registration_id)
-        assert registration is not None
+        device = session.get(Device, device_id)
+        assert registration is not None and device is not None
         registration.training_device_id = device_id
-        session.add(registration)
+        # Marks it a training wristband: its alarms reach only this participant (hub.recipients).
+        device.training_event_id = event_id
+        session.add_all([registration, device])
         session.commit()
     return password, key
 

@@ -38,8 +38,11 @@ def message_event(event: FundRequestEvent) -> MessageEvent:
     return MessageEvent.FUND_STATE
 
 
-def roles_told(event: FundRequestEvent) -> tuple[Role, ...]:
-    """HQ always; trusted contacts on submission and decisions."""
+def roles_told(request: FundRequest, event: FundRequestEvent) -> tuple[Role, ...]:
+    """HQ always; trusted contacts on submission and decisions, unless the request names a
+    defender or alarm that does not hold (then it may not be theirs at all)."""
+    if request.reference_problem:
+        return (Role.HQ,)
     if event.action == FundAction.CREATED.value:
         return (Role.HQ, Role.TRUSTED)
     if event.action == FundAction.STATE.value and event.to_state in DECISIONS:
@@ -47,14 +50,16 @@ def roles_told(event: FundRequestEvent) -> tuple[Role, ...]:
     return (Role.HQ,)
 
 
-def facts_for(request: FundRequest, defender: Defender, event: FundRequestEvent) -> MessageFacts:
+def facts_for(
+    request: FundRequest, defender: Defender | None, event: FundRequestEvent
+) -> MessageFacts:
     """What a fund message may say (the alarm-only facts are left empty)."""
     at = aware(event.at)
     return MessageFacts(
         ref=request.ref,
         kind="",
-        defender=defender.name,
-        timezone=defender.timezone,
+        defender=defender.name if defender else f"defender {request.defender_id} (unknown)",
+        timezone=defender.timezone if defender else "UTC",
         device_id="",
         device_ts=at,
         lat=None,
@@ -73,12 +78,12 @@ def notify(session: Session, request: FundRequest, event: FundRequestEvent) -> l
     """Queue the messages about ``event`` (already flushed); returns the new outbox rows."""
     assert request.id is not None and event.id is not None
     defender = session.get(Defender, request.defender_id)
-    if defender is None:  # the foreign key makes this impossible; say so if it happens
-        raise LookupError(f"fund request {request.id} names no existing defender")
     facts = facts_for(request, defender, event)
     what = message_event(event)
     queued = []
-    for target in contacts_with_roles(session, request.defender_id, roles_told(event)):
+    roles = roles_told(request, event)
+    owner = request.defender_id if defender is not None else None
+    for target in contacts_with_roles(session, owner, roles):
         key = delivery_key(request.id, event.id, target)
         delivery = queue(session, key, target, what, facts)
         if delivery is not None:

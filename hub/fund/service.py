@@ -36,6 +36,7 @@ __all__ = [
     "edit",
     "fund_events_after",
     "history",
+    "reference_problem",
     "submit",
     "transition",
 ]
@@ -50,9 +51,24 @@ TRANSITIONS: dict[FundState, frozenset[FundState]] = {
 }
 
 
-def submit(session: Session, new: FundRequestIn, actor: str, now: datetime) -> FundRequest:
-    """A new request, ``submitted``, with its ``created`` event and messages queued."""
-    _check_references(session, new.defender_id, new.alarm_id)
+def submit(
+    session: Session,
+    new: FundRequestIn,
+    actor: str,
+    now: datetime,
+    *,
+    may_know_defenders: bool = True,
+) -> FundRequest:
+    """A new request, ``submitted``, with its ``created`` event and messages queued.
+
+    The defender and alarm it names are checked. A submitter who ``may_know_defenders`` (HQ)
+    gets the problem as :class:`FundInvalid`. Any other (a partner system) must not learn from
+    the answer whether defender 7 exists or whether alarm 12 is theirs: its request is kept as
+    sent, the problem recorded for HQ (``reference_problem``), and only HQ is told of it.
+    """
+    problem = reference_problem(session, new.defender_id, new.alarm_id)
+    if problem is not None and may_know_defenders:
+        raise FundInvalid(problem)
     request = FundRequest(
         defender_id=new.defender_id,
         alarm_id=new.alarm_id,
@@ -65,6 +81,7 @@ def submit(session: Session, new: FundRequestIn, actor: str, now: datetime) -> F
         created_at=now,
         updated_at=now,
         created_by=actor,
+        reference_problem=problem,
     )
     session.add(request)
     session.flush()
@@ -103,6 +120,12 @@ def transition(
     if to_state not in TRANSITIONS[current]:
         raise FundConflict(
             _not_allowed(request_id, current, to_state), code="transition_not_allowed"
+        )
+    if request.reference_problem and to_state in (FundState.APPROVED, FundState.DISBURSED):
+        raise FundConflict(
+            f"request {request_id} cannot be {to_state.value}: {request.reference_problem}; "
+            "reject it (the submitter can send a corrected request)",
+            code="reference_problem",
         )
     _compare_and_set(session, request, current, {"state": to_state.value, "updated_at": now})
     _record(session, request, actor, now, FundAction.STATE, current, to_state, note=note.strip())
@@ -144,16 +167,18 @@ def allowed_next(state: FundState) -> list[FundState]:
 # -- internals -----------------------------------------------------------------------------------
 
 
-def _check_references(session: Session, defender_id: int, alarm_id: int | None) -> None:
+def reference_problem(session: Session, defender_id: int, alarm_id: int | None) -> str | None:
+    """Why the defender and alarm a request names do not hold; None when they do."""
     if session.get(Defender, defender_id) is None:
-        raise FundInvalid(f"no defender {defender_id}")
+        return f"no defender {defender_id}"
     if alarm_id is None:
-        return
+        return None
     alarm = session.get(Alarm, alarm_id)
     if alarm is None:
-        raise FundInvalid(f"no alarm {alarm_id}")
+        return f"no alarm {alarm_id}"
     if alarm.defender_id != defender_id:
-        raise FundInvalid(f"alarm {alarm_id} is not an alarm of defender {defender_id}")
+        return f"alarm {alarm_id} is not an alarm of defender {defender_id}"
+    return None
 
 
 def _locked(session: Session, request_id: int) -> FundRequest:

@@ -64,8 +64,10 @@ class FundRequest(SQLModel, table=True):
     __tablename__ = "fundrequest"
 
     id: int | None = Field(default=None, primary_key=True)
-    defender_id: int = Field(foreign_key="defender.id", index=True)
-    alarm_id: int | None = Field(default=None, foreign_key="alarm.id", index=True)
+    #: Not foreign keys: a partner system's request is kept as it names them, checked only
+    #: for HQ (``reference_problem``), so its answer never says whether they exist.
+    defender_id: int = Field(index=True)
+    alarm_id: int | None = Field(default=None, index=True)
     purpose: str = Field(max_length=40, index=True)
     amount_hundredths: int = Field(sa_column=Column(BigInteger, nullable=False))
     currency: str = Field(max_length=3)
@@ -79,6 +81,12 @@ class FundRequest(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utc_now)
     updated_at: datetime = Field(default_factory=utc_now)
     created_by: str = Field(max_length=200)
+    reference_problem: str | None = Field(
+        default=None,
+        sa_column=Column(Text, nullable=True),
+        description="Why defender_id or alarm_id does not hold (shown to HQ only); such a "
+        "request cannot be approved.",
+    )
 
     @property
     def amount(self) -> Decimal:

@@ -8,7 +8,9 @@ from hub.fund.tables import aware
 from sdk.models import FundPurpose, FundRequest, FundRequestEvent, FundState
 
 
-def as_fund_request(row: FundRequestRow) -> FundRequest:
+def as_fund_request(row: FundRequestRow, *, for_hq: bool = True) -> FundRequest:
+    """``for_hq`` False (a partner system, a webhook): without ``reference_problem``, which
+    would tell whether the defender and alarm it names exist and belong together."""
     assert row.id is not None
     return FundRequest(
         id=row.id,
@@ -23,16 +25,18 @@ def as_fund_request(row: FundRequestRow) -> FundRequest:
         created_at=aware(row.created_at),
         updated_at=aware(row.updated_at),
         created_by=row.created_by,
+        reference_problem=row.reference_problem if for_hq else None,
     )
 
 
-def as_fund_event(row: FundRequestEventRow) -> FundRequestEvent:
+def as_fund_event(row: FundRequestEventRow, actor: str | None = None) -> FundRequestEvent:
+    """``actor``: who to show instead of the row's own (a partner sees HQ's people as "hq")."""
     assert row.id is not None
     return FundRequestEvent(
         id=row.id,
         request_id=row.request_id,
         at=aware(row.at),
-        actor=row.actor,
+        actor=actor if actor is not None else row.actor,
         action=row.action,
         from_state=FundState(row.from_state) if row.from_state else None,
         to_state=FundState(row.to_state) if row.to_state else None,

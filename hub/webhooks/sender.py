@@ -27,6 +27,7 @@ from hub.clock import Clock
 from hub.config import WebhooksConfig
 from hub.db import make_engine
 from hub.deliveries import new_instance_id
+from hub.egress import EgressPolicy, EgressRefused, guarded
 from hub.retry import RetryPolicy
 from hub.sealing import Keyring
 from hub.webhooks import signing
@@ -67,11 +68,24 @@ async def post(client: httpx.AsyncClient, job: WebhookJob, timeout: float) -> Ou
     except (TimeoutError, httpx.TimeoutException):
         return Outcome(False, None, f"timed out after {timeout:g} s")
     except httpx.HTTPError as exc:
+        refused = _egress_refusal(exc)
+        if refused is not None:  # an internal address (hub/egress.py): say so, not "no answer"
+            return Outcome(False, None, str(refused)[:1000])
         return Outcome(False, None, f"no answer: {type(exc).__name__}")
     detail = f"HTTP {status} {reason}".strip()
     if 300 <= status < 400:
         detail += " (redirects are not followed: give the webhook its final URL)"
     return Outcome(200 <= status < 300, status, detail)
+
+
+def _egress_refusal(exc: BaseException) -> EgressRefused | None:
+    """The refusal of an internal address somewhere in ``exc``'s chain of causes."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # httpx wraps httpcore wraps anyio wraps the socket's error
+        if seen is None or isinstance(seen, EgressRefused):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 class WebhookSender:
@@ -82,8 +96,11 @@ class WebhookSender:
         clock: Clock,
         poll_interval: float,
         keyring: Keyring | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.config = config
+        #: Where POSTs may connect, checked on the resolved address (hub/egress.py).
+        self.egress = egress
         self.poll_interval = poll_interval
         self.engine = make_engine(database_url, keyring)  # bodies are sealed (hub/sealing.py)
         self.fanout = Fanout(self.engine, clock)
@@ -157,7 +174,8 @@ class WebhookSender:
         self.kick()  # a slot is free: more may be waiting
 
     async def _deliver(self, job: WebhookJob) -> None:
-        outcome = await post(self._http(), job, self.config.timeout_s)
+        with guarded(self.egress):
+            outcome = await post(self._http(), job, self.config.timeout_s)
         try:
             status = await self._db(self.outbox.finish, job, outcome)
         except Exception:

@@ -29,7 +29,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlmodel import Session, SQLModel, col, func, select
 
-from hub.api.views import alarm_event_view, alarm_view
+from hub.api.views import alarm_view, outside_event_view
 from hub.fund.tables import FundAction, FundRequest, FundRequestEvent
 from hub.fund.views import as_fund_event, as_fund_request
 from hub.models import Alarm, AlarmEvent
@@ -88,7 +88,7 @@ def _alarm_event(session: Session, row: AlarmEvent) -> SourceEvent:
         type=f"alarm.{row.kind}",
         created_at=aware(row.at),
         data={
-            "event": alarm_event_view(row).model_dump(mode="json"),
+            "event": outside_event_view(row).model_dump(mode="json"),  # roles, not people
             "alarm": alarm_view(alarm).model_dump(mode="json"),
         },
     )
@@ -107,10 +107,15 @@ def _fund_request_event(session: Session, row: FundRequestEvent) -> SourceEvent:
         type=f"fund_request.{kind}",
         created_at=aware(row.at),
         data={
-            "event": as_fund_event(row).model_dump(mode="json"),
-            "request": as_fund_request(request).model_dump(mode="json"),
+            "event": as_fund_event(row, _fund_actor(row.actor, request)).model_dump(mode="json"),
+            "request": as_fund_request(request, for_hq=False).model_dump(mode="json"),
         },
     )
+
+
+def _fund_actor(actor: str, request: FundRequest) -> str:
+    """The submitting system by its name (the receiver's own), HQ's people as ``hq``."""
+    return actor if actor == request.created_by else "hq"
 
 
 SOURCES: list[TableSource[Any]] = [

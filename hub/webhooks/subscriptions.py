@@ -14,7 +14,7 @@ from datetime import datetime
 from fnmatch import fnmatchcase
 
 import httpx
-from sqlmodel import Session, col, update
+from sqlmodel import Session, col, select, update
 
 from hub.webhooks.sources import SOURCES, source_names
 from hub.webhooks.tables import CLAIMABLE, WebhookCursor, WebhookDelivery, WebhookDeliveryStatus
@@ -69,16 +69,22 @@ def check_url(url: str) -> str:
 
 
 def create(
-    session: Session, url: str, events: list[str], description: str, created_by: str
+    session: Session,
+    url: str,
+    events: list[str],
+    description: str,
+    created_by: str,
+    token_id: int | None = None,
 ) -> tuple[Subscription, str]:
     """A new subscription and its secret. It starts at the current end of every source: it
-    gets the events from now on, not the history."""
+    gets the events from now on, not the history. ``token_id``: the API token creating it."""
     row = Subscription(
         url=check_url(url),
         secret=SECRET_PREFIX + secrets.token_urlsafe(32),
         events=check_patterns(events),
         description=description,
         created_by=created_by,
+        created_by_token=token_id,
     )
     session.add(row)
     session.flush()
@@ -112,3 +118,16 @@ def deactivate(session: Session, row: Subscription, reason: str, now: datetime) 
         )
     )
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def deactivate_created_by_token(session: Session, token_id: int, now: datetime) -> int:
+    """Stop every active subscription the token created (it is being revoked); the caller
+    commits. Returns how many."""
+    rows = session.exec(
+        select(Subscription).where(
+            Subscription.created_by_token == token_id, col(Subscription.active)
+        )
+    ).all()
+    for row in rows:
+        deactivate(session, row, f"the API token {token_id} that created it was revoked", now)
+    return len(rows)

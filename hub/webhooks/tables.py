@@ -47,6 +47,12 @@ class WebhookSubscription(SQLModel, table=True):
     active: bool = Field(default=True, index=True)
     created_at: datetime = Field(default_factory=utc_now)
     created_by: str = Field(default="", max_length=200)
+    created_by_token: int | None = Field(
+        default=None,
+        index=True,
+        description="The API token that created it: revoking the "
+        "token deactivates the subscription.",
+    )
     deactivated_at: datetime | None = None
     deactivated_reason: str = Field(default="", max_length=500)
 

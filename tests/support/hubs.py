@@ -10,7 +10,14 @@ from typing import Any
 from pydantic import SecretStr
 
 from hub.clock import Clock
-from hub.config import BrokerConfig, DatabaseConfig, DeliveryConfig, HubConfig, TimersConfig
+from hub.config import (
+    BrokerConfig,
+    DatabaseConfig,
+    DeliveryConfig,
+    HubConfig,
+    SecurityConfig,
+    TimersConfig,
+)
 from hub.db import make_engine
 from hub.plugin_manager import NotifierRegistry
 from hub.service import Hub
@@ -35,6 +42,8 @@ def hub_config(
             session_expiry_s=3600,
         ),
         delivery=DeliveryConfig(timeout_s=timeout_s),
+        # The tests' SMTP and HTTP receivers are on loopback: allowed explicitly (hub/egress.py).
+        security=SecurityConfig(allowed_networks=["127.0.0.0/8"]),
         timers=TimersConfig(tick_s=0.05),
         plugins=plugins or {},
         load_entry_points=False,

@@ -15,6 +15,7 @@ from hub.api.context import ApiContext
 from hub.api.errors import Conflict, Invalid, NotFound
 from hub.api.permissions import Permission
 from hub.api.tokens import Principal
+from hub.egress import EgressRefused, check_url
 from hub.escalation import PolicyError
 from hub.lifecycle import LifecycleError
 from hub.plugin_api import InvalidChannelURL
@@ -37,6 +38,7 @@ QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 # One alias per permission, so a route's signature says what it needs.
 OperationsReader = Annotated[Principal, Depends(require(Permission.OPERATIONS_READ))]
+ContactsReader = Annotated[Principal, Depends(require(Permission.CONTACTS_READ))]
 OperationsWriter = Annotated[Principal, Depends(require(Permission.OPERATIONS_WRITE))]
 PolicyWriter = Annotated[Principal, Depends(require(Permission.POLICIES_WRITE))]
 AlarmReader = Annotated[Principal, Depends(require(Permission.ALARMS_READ))]
@@ -67,3 +69,21 @@ def domain_errors() -> Iterator[None]:
         raise Invalid(str(exc)) from None
     except LifecycleError as exc:
         raise Conflict(str(exc)) from None
+
+
+def check_destinations(ctx: ApiContext, *urls: str | None, resolve: bool = False) -> None:
+    """Refuse URLs that point the hub at an internal address (hub/egress.py) with a 422.
+
+    ``resolve``: the URL's host is surely the destination (a webhook), so a name is resolved
+    too; a channel URL's host may be a token or a topic, so only literal addresses and
+    ``localhost`` are refused here, and the rest when the hub connects.
+    """
+    if ctx.egress is None:
+        return
+    for url in urls:
+        if url is None:
+            continue
+        try:
+            check_url(url, ctx.egress, resolve=resolve)
+        except EgressRefused as exc:
+            raise Invalid(str(exc)) from None

@@ -16,7 +16,8 @@ from devicekit.protocol import ID_RE, AlarmKind
 from hub.api.errors import Invalid
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import AlarmReader, DbSession, PathId, QueryId, get_or_404
-from hub.api.views import alarm_event_view, alarm_view, delivery_view
+from hub.api.views import alarm_view
+from hub.api.visibility import delivery_view_for, event_view_for
 from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
@@ -86,10 +87,13 @@ def get_alarm(alarm_id: PathId, session: DbSession, _: AlarmReader) -> Alarm:
     response_model=list[AlarmEvent],
     summary="The alarm's timeline, oldest first",
 )
-def alarm_timeline(alarm_id: PathId, session: DbSession, _: AlarmReader) -> list[AlarmEvent]:
+def alarm_timeline(
+    alarm_id: PathId, session: DbSession, principal: AlarmReader
+) -> list[AlarmEvent]:
     get_or_404(session, AlarmRow, alarm_id, "alarm")
     query = select(AlarmEventRow).where(AlarmEventRow.alarm_pk == alarm_id)
-    return [alarm_event_view(row) for row in session.exec(query.order_by(col(AlarmEventRow.id)))]
+    view = event_view_for(principal)
+    return [view(row) for row in session.exec(query.order_by(col(AlarmEventRow.id)))]
 
 
 @router.get(
@@ -97,10 +101,13 @@ def alarm_timeline(alarm_id: PathId, session: DbSession, _: AlarmReader) -> list
     response_model=list[Delivery],
     summary="Every message about the alarm, in the order they were queued",
 )
-def alarm_deliveries(alarm_id: PathId, session: DbSession, _: AlarmReader) -> list[Delivery]:
+def alarm_deliveries(
+    alarm_id: PathId, session: DbSession, principal: AlarmReader
+) -> list[Delivery]:
     get_or_404(session, AlarmRow, alarm_id, "alarm")
     query = select(DeliveryRow).where(DeliveryRow.alarm_pk == alarm_id)
-    return [delivery_view(row) for row in session.exec(query.order_by(col(DeliveryRow.id)))]
+    view = delivery_view_for(principal)
+    return [view(row) for row in session.exec(query.order_by(col(DeliveryRow.id)))]
 
 
 @router.get(
@@ -110,7 +117,7 @@ def alarm_deliveries(alarm_id: PathId, session: DbSession, _: AlarmReader) -> li
 )
 def list_alarm_events(
     session: DbSession,
-    _: AlarmReader,
+    principal: AlarmReader,
     alarm_id: QueryId = None,
     after: Annotated[
         int | None,
@@ -126,4 +133,5 @@ def list_alarm_events(
         query = query.where(AlarmEventRow.alarm_pk == alarm_id)
     if after is not None:
         query = query.where(col(AlarmEventRow.id) > after)
-    return paginate(session, query, AlarmEventRow.id, alarm_event_view, limit=limit, cursor=cursor)
+    view = event_view_for(principal)
+    return paginate(session, query, AlarmEventRow.id, view, limit=limit, cursor=cursor)

@@ -12,12 +12,13 @@ from sqlmodel import select
 from hub.admin import add_contact
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import (
+    ContactsReader,
     Context,
     DbSession,
-    OperationsReader,
     OperationsWriter,
     PathId,
     QueryId,
+    check_destinations,
     domain_errors,
     get_or_404,
 )
@@ -48,7 +49,7 @@ def as_contact(row: ContactRow) -> Contact:
 @router.get("", response_model=Page[Contact], summary="Contacts, lowest id first")
 def list_contacts(
     session: DbSession,
-    _: OperationsReader,
+    _: ContactsReader,
     defender_id: QueryId = None,
     role: RecipientRole | None = None,
     limit: Limit = 50,
@@ -69,6 +70,7 @@ def list_contacts(
     summary="Add a contact; its channel URLs are checked against the installed notifiers",
 )
 def create_contact(body: ContactIn, ctx: Context, _: OperationsWriter) -> Contact:
+    check_destinations(ctx, body.channel_url, *body.fallback_urls)
     with domain_errors():
         row = add_contact(
             ctx.engine,
@@ -85,7 +87,7 @@ def create_contact(body: ContactIn, ctx: Context, _: OperationsWriter) -> Contac
 
 
 @router.get("/{contact_id}", response_model=Contact)
-def get_contact(contact_id: PathId, session: DbSession, _: OperationsReader) -> Contact:
+def get_contact(contact_id: PathId, session: DbSession, _: ContactsReader) -> Contact:
     return as_contact(get_or_404(session, ContactRow, contact_id, "contact"))
 
 

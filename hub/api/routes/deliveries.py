@@ -12,7 +12,7 @@ from sqlmodel import select
 
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import AlarmReader, DbSession, QueryId
-from hub.api.views import delivery_view
+from hub.api.visibility import delivery_view_for
 from hub.models import Delivery as DeliveryRow
 from hub.models import DeliveryStatus
 from sdk.models import Delivery, Page
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 @router.get("", response_model=Page[Delivery], summary="Deliveries, newest first")
 def list_deliveries(
     session: DbSession,
-    _: AlarmReader,
+    principal: AlarmReader,
     alarm_id: QueryId = None,
     status: DeliveryStatus | None = None,
     kind: Annotated[str | None, Query(pattern=r"^[a-z_]{1,64}$")] = None,
@@ -39,5 +39,11 @@ def list_deliveries(
     if kind is not None:
         query = query.where(DeliveryRow.kind == kind)
     return paginate(
-        session, query, DeliveryRow.id, delivery_view, limit=limit, cursor=cursor, newest_first=True
+        session,
+        query,
+        DeliveryRow.id,
+        delivery_view_for(principal),
+        limit=limit,
+        cursor=cursor,
+        newest_first=True,
     )

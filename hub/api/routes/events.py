@@ -1,6 +1,12 @@
 """``/v1/events``: Defenders' Days events, their sessions, registrations and announcements.
 
 Training mode (kits and training alarms) is in ``events_training``.
+
+Who attends is itself dangerous to know. A caller without operations rights (the integration
+role: the conference's system) sees and announces to only the registrations it made itself,
+registers guests by name, and cannot link a registration to a defender: only HQ registers a
+defender (by ``defender_id``), so no answer tells a stranger which defender ids exist or whose
+name they carry (``hub.api.visibility``).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from fastapi import APIRouter, status
 from sqlalchemy import and_, or_
 from sqlmodel import Session, col, select
 
+from hub.api.auth import Forbidden
 from hub.api.errors import Conflict, Invalid, NotFound
 from hub.api.pagination import (
     BadCursor,
@@ -22,7 +29,17 @@ from hub.api.pagination import (
     encode_cursor,
     paginate,
 )
-from hub.api.routes._common import Context, DbSession, EventsReader, EventsWriter, PathId
+from hub.api.permissions import Permission, allows
+from hub.api.routes._common import (
+    Context,
+    DbSession,
+    EventsReader,
+    EventsWriter,
+    PathId,
+    check_destinations,
+)
+from hub.api.tokens import Principal
+from hub.api.visibility import actor_as_seen, may_see, owner_filter
 from hub.conference import ConferenceConflict, ConferenceError, ConferenceNotFound
 from hub.conference import announcements as announcing
 from hub.conference import events as service
@@ -70,6 +87,18 @@ def event_of(session: Session, event_id: int) -> ConferenceEvent:
         return service.get_event(session, event_id)
 
 
+def visible_registration(
+    session: Session, principal: Principal, event_id: int, registration_id: int
+) -> ConferenceRegistration:
+    """The registration, if ``principal`` may see it; one it may not is "not found" like one
+    that does not exist."""
+    with conference_errors():
+        row = service.get_registration(session, event_id, registration_id)
+        if not may_see(principal, row.created_by):
+            raise ConferenceNotFound(f"no registration {registration_id} in event {event_id}")
+    return row
+
+
 def as_event(row: ConferenceEvent) -> Event:
     return Event.model_validate(row).model_copy(update={"created_at": as_utc(row.created_at)})
 
@@ -108,9 +137,13 @@ def as_registration(row: ConferenceRegistration) -> Registration:
     )
 
 
-def as_announcement(row: ConferenceAnnouncement) -> Announcement:
+def as_announcement(row: ConferenceAnnouncement, principal: Principal) -> Announcement:
+    """Without operations rights, HQ's announcements say ``hq``, not who wrote them."""
     return Announcement.model_validate(row).model_copy(
-        update={"created_at": as_utc(row.created_at)}
+        update={
+            "created_at": as_utc(row.created_at),
+            "created_by": actor_as_seen(principal, row.created_by),
+        }
     )
 
 
@@ -172,11 +205,19 @@ def add_session(
 
 @router.get("/{event_id}/registrations", response_model=Page[Registration])
 def list_registrations(
-    event_id: PathId, session: DbSession, _: EventsReader, limit: Limit = 50, cursor: Cursor = None
+    event_id: PathId,
+    session: DbSession,
+    principal: EventsReader,
+    limit: Limit = 50,
+    cursor: Cursor = None,
 ) -> Page[Registration]:
-    """Every registration, cancelled ones included, lowest id first."""
+    """Every registration, cancelled ones included, lowest id first (without operations rights:
+    those this token's name made)."""
     event_of(session, event_id)
     query = select(ConferenceRegistration).where(ConferenceRegistration.event_id == event_id)
+    owner = owner_filter(principal)
+    if owner is not None:
+        query = query.where(ConferenceRegistration.created_by == owner)
     return paginate(
         session,
         query,
@@ -191,7 +232,7 @@ def list_registrations(
     "/{event_id}/registrations",
     response_model=Registration,
     status_code=status.HTTP_201_CREATED,
-    summary="Register a defender (by defender_id) or a guest (by name)",
+    summary="Register a guest (by name) or, with operations rights, a defender (by defender_id)",
 )
 def register(
     event_id: PathId,
@@ -200,7 +241,15 @@ def register(
     session: DbSession,
     principal: EventsWriter,
 ) -> Registration:
+    if body.kind is ParticipantKind.DEFENDER and not allows(
+        principal.role, Permission.OPERATIONS_WRITE
+    ):  # before any lookup: the same answer whether or not the defender exists
+        raise Forbidden(
+            "only HQ (operations rights) registers a defender by defender_id; "
+            "register the participant as a guest by name"
+        )
     event = event_of(session, event_id)
+    check_destinations(ctx, body.channel_url)
     with conference_errors():
         row = service.register(session, ctx.registry, event, body, principal.actor)
     return as_registration(row)
@@ -208,10 +257,9 @@ def register(
 
 @router.get("/{event_id}/registrations/{registration_id}", response_model=Registration)
 def get_registration(
-    event_id: PathId, registration_id: PathId, session: DbSession, _: EventsReader
+    event_id: PathId, registration_id: PathId, session: DbSession, principal: EventsReader
 ) -> Registration:
-    with conference_errors():
-        return as_registration(service.get_registration(session, event_id, registration_id))
+    return as_registration(visible_registration(session, principal, event_id, registration_id))
 
 
 @router.delete(
@@ -220,8 +268,13 @@ def get_registration(
     summary="Cancel a registration (it stays listed; its training wristband stops working)",
 )
 def cancel_registration(
-    event_id: PathId, registration_id: PathId, ctx: Context, principal: EventsWriter
+    event_id: PathId,
+    registration_id: PathId,
+    ctx: Context,
+    session: DbSession,
+    principal: EventsWriter,
 ) -> Registration:
+    visible_registration(session, principal, event_id, registration_id)
     with conference_errors():
         row = service.cancel_registration(
             ctx.engine,
@@ -235,16 +288,20 @@ def cancel_registration(
 
 
 @router.get("/{event_id}/announcements", response_model=list[Announcement])
-def list_announcements(event_id: PathId, session: DbSession, _: EventsReader) -> list[Announcement]:
+def list_announcements(
+    event_id: PathId, session: DbSession, principal: EventsReader
+) -> list[Announcement]:
     event_of(session, event_id)
-    return [as_announcement(row) for row in announcing.announcements_of(session, event_id)]
+    rows = announcing.announcements_of(session, event_id)
+    return [as_announcement(row, principal) for row in rows]
 
 
 @router.post(
     "/{event_id}/announcements",
     response_model=Announcement,
     status_code=status.HTTP_201_CREATED,
-    summary="Send a message to every active registration with a channel",
+    summary="Send a message to every active registration with a channel (without operations "
+    "rights: to those this token's name made)",
 )
 def announce(
     event_id: PathId,
@@ -254,6 +311,8 @@ def announce(
     principal: EventsWriter,
 ) -> Announcement:
     event = event_of(session, event_id)
-    row = announcing.announce(session, event, body, principal.actor, ctx.clock.now())
+    row = announcing.announce(
+        session, event, body, principal.actor, ctx.clock.now(), owner_filter(principal)
+    )
     ctx.on_change()
-    return as_announcement(row)
+    return as_announcement(row, principal)

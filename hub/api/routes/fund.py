@@ -6,15 +6,20 @@ review by HQ (``fund:review``): submitted -> under_review | rejected; under_revi
 rejected; approved -> disbursed. Every change is in the request's history with who made it, and
 queues messages to HQ and, for submissions and decisions, to the defender's trusted contacts.
 Messages name request 12 as ``F12``.
+
+A caller without operations rights (the fund's system) sees only the requests its token's name
+submitted, HQ's people in their history as ``hq``, and never whether the defender and alarm a
+request names exist or belong together: such a request is taken as sent and the problem shown
+to HQ (``reference_problem``), who can only reject it (``hub.api.visibility``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from fastapi import APIRouter, status
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from hub.api.errors import Conflict, Invalid, NotFound
 from hub.api.pagination import Cursor, Limit, paginate
@@ -26,8 +31,9 @@ from hub.api.routes._common import (
     FundWriter,
     PathId,
     QueryId,
-    get_or_404,
 )
+from hub.api.tokens import Principal
+from hub.api.visibility import actor_as_seen, may_see, owner_filter, sees_everything
 from hub.fund import service
 from hub.fund.tables import FundRequest as FundRequestRow
 from hub.fund.views import as_fund_event, as_fund_request
@@ -58,10 +64,23 @@ def fund_errors() -> Iterator[None]:
         raise Conflict(str(exc), code=exc.code) from None
 
 
+def visible_request(session: Session, principal: Principal, request_id: int) -> FundRequestRow:
+    """The request, if ``principal`` may see it; else the same 404 as for no such request."""
+    row = session.get(FundRequestRow, request_id)
+    if row is None or not may_see(principal, row.created_by):
+        raise NotFound(f"no fund request {request_id}")
+    return row
+
+
+def as_seen_by(principal: Principal) -> Callable[[FundRequestRow], FundRequest]:
+    for_hq = sees_everything(principal)
+    return lambda row: as_fund_request(row, for_hq=for_hq)
+
+
 @router.get("", response_model=Page[FundRequest], summary="Fund requests, newest first")
 def list_fund_requests(
     session: DbSession,
-    _: FundReader,
+    principal: FundReader,
     state: FundState | None = None,
     defender_id: QueryId = None,
     purpose: FundPurpose | None = None,
@@ -78,11 +97,14 @@ def list_fund_requests(
         query = query.where(FundRequestRow.purpose == purpose.value)
     if alarm_id is not None:
         query = query.where(FundRequestRow.alarm_id == alarm_id)
+    owner = owner_filter(principal)
+    if owner is not None:
+        query = query.where(FundRequestRow.created_by == owner)
     return paginate(
         session,
         query,
         FundRequestRow.id,
-        as_fund_request,
+        as_seen_by(principal),
         limit=limit,
         cursor=cursor,
         newest_first=True,
@@ -98,16 +120,19 @@ def list_fund_requests(
 def submit_fund_request(
     body: FundRequestIn, ctx: Context, session: DbSession, principal: FundWriter
 ) -> FundRequest:
+    knows = sees_everything(principal)
     with fund_errors():
-        row = service.submit(session, body, principal.actor, ctx.clock.now())
+        row = service.submit(
+            session, body, principal.actor, ctx.clock.now(), may_know_defenders=knows
+        )
     session.commit()
     ctx.on_change()
-    return as_fund_request(row)
+    return as_seen_by(principal)(row)
 
 
 @router.get("/{request_id}", response_model=FundRequest)
-def get_fund_request(request_id: PathId, session: DbSession, _: FundReader) -> FundRequest:
-    return as_fund_request(get_or_404(session, FundRequestRow, request_id, "fund request"))
+def get_fund_request(request_id: PathId, session: DbSession, principal: FundReader) -> FundRequest:
+    return as_seen_by(principal)(visible_request(session, principal, request_id))
 
 
 @router.patch(
@@ -122,11 +147,12 @@ def edit_fund_request(
     session: DbSession,
     principal: FundWriter,
 ) -> FundRequest:
+    visible_request(session, principal, request_id)
     with fund_errors():
         row = service.edit(session, request_id, body, principal.actor, ctx.clock.now())
     session.commit()
     ctx.on_change()
-    return as_fund_request(row)
+    return as_seen_by(principal)(row)
 
 
 @router.post(
@@ -156,7 +182,9 @@ def transition_fund_request(
     summary="The request's audit trail, oldest first",
 )
 def fund_request_history(
-    request_id: PathId, session: DbSession, _: FundReader
+    request_id: PathId, session: DbSession, principal: FundReader
 ) -> list[FundRequestEvent]:
+    visible_request(session, principal, request_id)
     with fund_errors():
-        return [as_fund_event(row) for row in service.history(session, request_id)]
+        rows = service.history(session, request_id)
+    return [as_fund_event(row, actor_as_seen(principal, row.actor)) for row in rows]

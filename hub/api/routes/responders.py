@@ -13,11 +13,12 @@ from sqlmodel import select
 from hub.api.errors import Conflict
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import (
+    ContactsReader,
     Context,
     DbSession,
-    OperationsReader,
     OperationsWriter,
     PathId,
+    check_destinations,
     domain_errors,
     get_or_404,
 )
@@ -48,7 +49,7 @@ def as_responder(row: ResponderRow) -> Responder:
 
 @router.get("", response_model=Page[Responder], summary="Responders, lowest id first")
 def list_responders(
-    session: DbSession, _: OperationsReader, limit: Limit = 50, cursor: Cursor = None
+    session: DbSession, _: ContactsReader, limit: Limit = 50, cursor: Cursor = None
 ) -> Page[Responder]:
     return paginate(
         session, select(ResponderRow), ResponderRow.id, as_responder, limit=limit, cursor=cursor
@@ -63,6 +64,7 @@ def list_responders(
     responses={409: {"description": "The username is already a broker account"}},
 )
 def create_responder(body: ResponderIn, ctx: Context, _: OperationsWriter) -> ResponderCreated:
+    check_destinations(ctx, body.channel_url, *body.fallback_urls)
     with domain_errors():
         try:
             added = register_responder(
@@ -84,7 +86,7 @@ def create_responder(body: ResponderIn, ctx: Context, _: OperationsWriter) -> Re
 
 
 @router.get("/{responder_id}", response_model=Responder)
-def get_responder(responder_id: PathId, session: DbSession, _: OperationsReader) -> Responder:
+def get_responder(responder_id: PathId, session: DbSession, _: ContactsReader) -> Responder:
     return as_responder(get_or_404(session, ResponderRow, responder_id, "responder"))
 
 

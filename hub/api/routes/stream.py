@@ -10,6 +10,9 @@ wrote it — this hub, another hub on the same database, the CLI — arrives as:
 ``data`` is an ``AlarmEvent`` (``sdk.models``). The stream starts with a ``retry:`` hint and
 sends ``: keepalive`` comments while nothing happens, so proxies keep it open.
 
+The stream ends within ``token_check_s`` (2 s) when its token is revoked, expires or changes
+role (``hub.api.token_watch``); reconnecting then gets a 401.
+
 Where it starts: after the ``Last-Event-ID`` header (what a browser's ``EventSource`` sends when
 it reconnects), else after ``?after=<id>``, else at "now" (only new events). A resumed stream
 has no gaps and no duplicates. ``?alarm_id=`` follows one alarm.
@@ -17,6 +20,7 @@ has no gaps and no duplicates. ``?alarm_id=`` follows one alarm.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -30,10 +34,16 @@ from hub.api.broadcast import Broadcaster, latest_event_id
 from hub.api.context import ApiContext
 from hub.api.errors import ApiError, NotFound, Problem
 from hub.api.routes._common import AlarmReader, Context, DbSession
+from hub.api.token_watch import TokenWatch
+from hub.api.tokens import Principal
+from hub.api.visibility import knows_recipients
 from hub.models import Alarm
 from sdk.models import MAX_ID
 
 router = APIRouter(tags=["alarms"])
+
+#: The stream's last words when its token no longer allows it (a comment: clients ignore it).
+TOKEN_ENDED = b": this token was revoked, expired or changed; the stream ends\n\n"
 
 #: How long a disconnected client waits before it reconnects (the SSE ``retry:`` field).
 RETRY_MS = 3000
@@ -68,7 +78,7 @@ class ShuttingDown(ApiError):
 async def stream(
     request: Request,
     session: DbSession,
-    _: AlarmReader,
+    principal: AlarmReader,
     context: Context,
     after: Annotated[
         int | None,
@@ -87,8 +97,9 @@ async def stream(
     # open for days, and must not hold a pooled connection or an SQLite read snapshot.
     start = await run_in_threadpool(_start_position, session, resume, alarm_id)
     broadcaster = _broadcaster(request.app, context)
+    watch = _token_watch(request.app, context)
     return StreamingResponse(
-        _events(broadcaster, start, alarm_id, context.stream_keepalive_s),
+        _events(broadcaster, watch, principal, start, alarm_id, context.stream_keepalive_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -103,6 +114,9 @@ def close_streams(app: object) -> None:
     broadcaster: Broadcaster | None = getattr(app.state, "alarm_stream", None)
     if broadcaster is not None:
         broadcaster.close()
+    watch: TokenWatch | None = getattr(app.state, "token_watch", None)
+    if watch is not None:
+        watch.close()
 
 
 def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
@@ -135,11 +149,44 @@ def _broadcaster(app: FastAPI, context: ApiContext) -> Broadcaster:
     return found
 
 
+def _token_watch(app: FastAPI, context: ApiContext) -> TokenWatch:
+    found: TokenWatch | None = getattr(app.state, "token_watch", None)
+    if found is None:
+        found = TokenWatch(context.engine, context.token_check_s)
+        app.state.token_watch = found
+    return found
+
+
 async def _events(
-    broadcaster: Broadcaster, start: int, alarm_id: int | None, keepalive_s: float
+    broadcaster: Broadcaster,
+    watch: TokenWatch,
+    principal: Principal,
+    start: int,
+    alarm_id: int | None,
+    keepalive_s: float,
 ) -> AsyncIterator[bytes]:
     # The opening block carries the start position as its id: a client that loses the
     # connection before the first event resumes from here, not from a new "now" (no gap).
     yield f"retry: {RETRY_MS}\nid: {start}\n: alarm events after {start}\n\n".encode()
-    async for chunk in broadcaster.listen(start, alarm_id, keepalive_s):
-        yield chunk
+    frames = broadcaster.listen(start, alarm_id, keepalive_s, not knows_recipients(principal))
+    step: asyncio.Future[bytes] | None = None
+    with watch.watch(principal) as ended:
+        token_ended = asyncio.ensure_future(ended.wait())
+        try:
+            while True:
+                step = asyncio.ensure_future(anext(frames))
+                await asyncio.wait({step, token_ended}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    yield TOKEN_ENDED
+                    return
+                try:
+                    chunk = step.result()
+                except StopAsyncIteration:
+                    return
+                yield chunk
+        finally:
+            token_ended.cancel()
+            if step is not None and not step.done():
+                step.cancel()  # and wait for it: the generator must stop before aclose
+                await asyncio.wait({step})
+            await frames.aclose()

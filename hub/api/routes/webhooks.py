@@ -15,7 +15,14 @@ from sqlmodel import col, select
 
 from hub.api.errors import Invalid
 from hub.api.pagination import Cursor, Limit, paginate
-from hub.api.routes._common import Admin, Context, DbSession, PathId, get_or_404
+from hub.api.routes._common import (
+    Admin,
+    Context,
+    DbSession,
+    PathId,
+    check_destinations,
+    get_or_404,
+)
 from hub.plugin_api import mask_url
 from hub.webhooks import subscriptions
 from hub.webhooks.tables import WebhookDelivery as DeliveryRow
@@ -56,11 +63,14 @@ def list_webhooks(
     status_code=status.HTTP_201_CREATED,
     summary="Subscribe a URL to events; the signing secret is in this response only",
 )
-def create_webhook(body: WebhookIn, session: DbSession, principal: Admin) -> WebhookCreated:
+def create_webhook(
+    body: WebhookIn, session: DbSession, principal: Admin, context: Context
+) -> WebhookCreated:
     """The webhook receives the events from now on (not earlier ones)."""
+    check_destinations(context, body.url, resolve=True)
     try:
         row, secret = subscriptions.create(
-            session, body.url, body.events, body.description, principal.actor
+            session, body.url, body.events, body.description, principal.actor, principal.token_id
         )
     except subscriptions.WebhookError as exc:
         raise Invalid(str(exc)) from None

@@ -49,6 +49,10 @@ REPLAYED_REASON = (
 )
 #: Reasons named in a summary; the rest are counted as "other reasons".
 _REASONS_NAMED = 3
+#: Kinds of reason told apart in one window (a reason may name fields the sender chose, so
+#: their number is the sender's to pick); the rest are counted together.
+_REASON_KINDS = 20
+_OTHER = "other reasons"
 
 
 class Verdict(enum.Enum):
@@ -314,6 +318,8 @@ def _count(window: _Window, reason: str, size: int, suspicious: bool) -> None:
     window.total_bytes += size
     window.largest = max(window.largest, size)
     kind = _NUMBER.sub("#", reason)
+    if kind not in window.reasons and len(window.reasons) >= _REASON_KINDS:
+        kind = reason = _OTHER
     window.reasons.setdefault(kind, _ReasonCount(reason)).count += 1
 
 

@@ -158,6 +158,22 @@ def test_each_account_gets_its_own_report_when_it_starts_refusing() -> None:
     assert admission.refusal(wb1, "wb-1", "heartbeat", "bad", 10) is Verdict.REPORT
 
 
+def test_a_summary_names_a_few_reasons_and_remembers_only_a_bounded_number() -> None:
+    clock = Clock()
+    admission = Admission(AdmissionConfig(refusal_interval_s=60), clock)
+    name = "owntracks/ana/phone"
+    for n in range(1000):  # each names another field the sender made up
+        admission.refusal(name, None, "owntracks", f"schema error: field_{'x' * (n % 50)}", 9)
+    clock.now += 61
+    [summary] = admission.close_due()
+    assert summary.count == 1000 and len(summary.reasons) <= 21
+    assert summary.reason.startswith("1000 messages refused in the last 61 s: ")
+    assert (
+        "for other reasons" in summary.reason
+        and "9.0 KB in all, the largest 9 bytes" in summary.reason
+    )
+
+
 def test_alarms_and_cancels_pass_whatever_the_accounts_telemetry_did() -> None:
     clock = Clock()
     admission = Admission(AdmissionConfig(account_burst=2, account_rate_per_s=1), clock)

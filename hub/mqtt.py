@@ -134,10 +134,10 @@ class HubConnection:
         )
         client.subscribe(
             [
-                gmqtt.Subscription(subscription(ch), qos=1, retain_handling_options=retained(ch))
-                for ch in protocol.DEVICE_CHANNELS
+                gmqtt.Subscription(name, qos=1, retain_handling_options=retain_handling(name))
+                for name in [subscription(ch) for ch in protocol.DEVICE_CHANNELS]
+                + [OWNTRACKS_SUBSCRIPTION]
             ]
-            + [gmqtt.Subscription(OWNTRACKS_SUBSCRIPTION, qos=1, retain_handling_options=2)]
         )
         self.client.reconnect_delay = RECONNECT_MIN_S
         self.connected.set()
@@ -166,11 +166,11 @@ class HubConnection:
                 self._in_flight.discard(task)
 
 
-def retained(channel: str) -> int:
-    """MQTT 5 Retain Handling of the hub's subscription to ``channel``: a device's retained
-    ``status`` when the subscription is new (1: the state of devices after the hub's session
-    was lost), never anything else (2: a retained copy is not a new message)."""
-    return 1 if channel == RETAINED_CHANNEL else 2
+def retain_handling(name: str) -> int:
+    """MQTT 5 Retain Handling of the hub's subscription ``name``: a device's retained ``status``
+    when the subscription is new (1: the state of devices after the hub's session was lost),
+    never anything else (2: a retained copy is not a new message)."""
+    return 1 if name == subscription(RETAINED_CHANNEL) else 2
 
 
 def broker_tls_context(config: BrokerConfig) -> ssl.SSLContext | None:

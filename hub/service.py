@@ -252,6 +252,9 @@ class Hub:
                     type(exc).__name__,
                 )
                 continue
+            except Exception:  # a bug here must not stop the next summaries, nor a shutdown
+                log.exception("cannot store the summary of refused messages")
+                continue
             self.dispatcher.kick()
 
     async def _timer_loop(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -12,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 
 from broker.config import BrokerSettings, render
+
+log = logging.getLogger(__name__)
 
 
 class BrokerError(RuntimeError):
@@ -39,6 +43,37 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def raise_file_limit(settings: BrokerSettings) -> int:
+    """Raise this process's soft ``RLIMIT_NOFILE`` to what the broker needs, within the hard
+    limit, so that a ``mosquitto`` exec'd from here inherits it; return the soft limit.
+
+    Warns when the hard limit is too low: the broker could then run out of descriptors before
+    its listeners are full, and refuse everyone (set ``LimitNOFILE`` in its service unit).
+    """
+    target, needed = _set_file_limit(settings, None)
+    if target < needed:
+        log.warning(
+            "the broker needs %d file descriptors but the hard limit allows %d: raise it "
+            "(systemd: LimitNOFILE=%d) or lower max_connections",
+            needed,
+            target,
+            needed,
+        )
+    return target
+
+
+def _set_file_limit(settings: BrokerSettings, limit: int | None) -> tuple[int, int]:
+    """Set the soft ``RLIMIT_NOFILE`` to ``limit`` (or raise it to what ``settings`` need);
+    return (the soft limit now, what was asked). Runs in a forked child too: no logging."""
+    needed = settings.file_descriptors_needed if limit is None else limit
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if limit is not None or soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target, needed
+    return soft, needed
+
+
 def _accepts_connections(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -50,8 +85,10 @@ def _accepts_connections(host: str, port: int) -> bool:
 class BrokerProcess:
     """One ``mosquitto`` child process. Use as a context manager, or call start()/stop()."""
 
-    def __init__(self, settings: BrokerSettings) -> None:
+    def __init__(self, settings: BrokerSettings, file_limit: int | None = None) -> None:
+        """``file_limit``: the broker's ``RLIMIT_NOFILE`` (default: what its listeners need)."""
         self.settings = settings
+        self.file_limit = file_limit
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,11 +105,17 @@ class BrokerProcess:
 
     def start(self, timeout: float = 10.0) -> BrokerProcess:
         config = render(self.settings)
+        settings, limit = self.settings, self.file_limit
+
+        def limit_descriptors() -> None:
+            _set_file_limit(settings, limit)
+
         self._process = subprocess.Popen(
             [find_mosquitto(), "-c", str(config)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=limit_descriptors,  # runs between fork and exec
         )
         deadline = time.monotonic() + timeout
         while not _accepts_connections(self.host, self.port):

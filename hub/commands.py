@@ -53,7 +53,7 @@ def init(args: argparse.Namespace) -> int:
 
 def broker_run(args: argparse.Namespace) -> int:
     from broker.config import render
-    from broker.launcher import find_mosquitto
+    from broker.launcher import find_mosquitto, raise_file_limit
     from hub.setup import broker_settings
 
     config = _config(args)
@@ -66,9 +66,11 @@ def broker_run(args: argparse.Namespace) -> int:
         tls_port=config.broker.tls_port,
         cert_port=config.broker.cert_port,
         tls_bind_address=config.broker.tls_bind_address,
+        max_connections=config.broker.max_connections,
     )
     conf = render(settings)
     binary = find_mosquitto()
+    raise_file_limit(settings)  # inherited by mosquitto: every listener can fill up
     settings.pid_file.write_text(f"{os.getpid()}\n")  # exec keeps the pid
     os.execv(binary, [binary, "-c", str(conf)])  # noqa: S606 (no shell, fixed argv)
     return 1  # not reached

@@ -77,6 +77,14 @@ class BrokerConfig(_Section):
         description="Broker TLS listener requiring a client certificate from the broker's CA "
         "and the password, e.g. 8884.",
     )
+    max_connections: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Connections each broker listener facing devices and phones takes (the "
+        "rest are refused); size it to the fleet. The broker's descriptor limit must allow "
+        'all listeners full (broker/README.md, "Connections").',
+    )
     tls_bind_address: str = Field(
         default="0.0.0.0",  # noqa: S104 (the TLS listeners face the devices)
         # Rendered into mosquitto.conf: no spaces or line breaks that could add a directive.
@@ -251,6 +259,34 @@ class SecurityConfig(_Section):
         return networks
 
 
+class AdmissionConfig(_Section):
+    """What one broker account (a wristband, a responder's phone) may cost the hub; alarms and
+    cancels are never limited (see hub/admission.py)."""
+
+    account_rate_per_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Telemetry (heartbeats, locations, status, OwnTracks positions) one account "
+        "may send per second on average; beyond it messages are refused for their rate.",
+    )
+    account_burst: int = Field(
+        default=60, ge=1, description="Telemetry messages one account may send at once."
+    )
+    refusal_interval_s: float = Field(
+        default=60,
+        gt=0,
+        le=3600,
+        description="HQ gets at most one report per account per interval about refused "
+        "messages (the first after a quiet time at once, then a summary).",
+    )
+    refusals_kept_whole: int = Field(
+        default=3,
+        ge=1,
+        description="Refused payloads kept whole per account and flood; the rest are counted "
+        "with their reasons and sizes.",
+    )
+
+
 class HubConfig(_Section):
     database: DatabaseConfig = DatabaseConfig()
     broker: BrokerConfig = BrokerConfig()
@@ -262,6 +298,7 @@ class HubConfig(_Section):
     webhooks: WebhooksConfig = WebhooksConfig()
     retention: RetentionConfig = RetentionConfig()
     security: SecurityConfig = SecurityConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     storage: StorageConfig = StorageConfig()
     plugins: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Per-plugin settings tables, e.g. [plugins.facebook]."

@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from devicekit import protocol
 from devicekit.topics import parse_topic
 from hub import owntracks, responders
+from hub.admission import Admission, Verdict, claimed_by
 from hub.authenticity import Suspicious, open_payload
 from hub.database import AsyncStore
 from hub.store import AlarmOutcome, UnknownAlarm, UnknownDevice
@@ -57,8 +58,11 @@ class Ingest:
         on_alarm: Callable[[AlarmOutcome], Awaitable[None]],
         on_rejected: Callable[[Rejection], Awaitable[None]],
         on_storage_failure: Callable[[], None] = lambda: None,
+        admission: Admission | None = None,
     ) -> None:
         self.db = db
+        #: Per-account budgets and refusal summaries (hub/admission.py).
+        self.admission = admission or Admission()
         self.on_alarm = on_alarm
         self.on_rejected = on_rejected
         self.on_storage_failure = on_storage_failure
@@ -82,6 +86,9 @@ class Ingest:
             raise StorageUnavailable(type(exc).__name__) from None
 
     async def _handle(self, topic: str, payload: bytes) -> int:
+        refused = self.admission.enter(topic)  # its database lane; a replay, over its rate?
+        if refused is not None:
+            return await self._reject(topic, *claimed_by(topic), refused, payload)
         if topic.startswith("owntracks/"):
             return await self._handle_owntracks(topic, payload)
         try:
@@ -161,9 +168,21 @@ class Ingest:
         payload: bytes,
         suspicious: bool = False,
     ) -> int:
+        size = len(payload)
+        verdict = self.admission.refusal(topic, device_id, channel, reason, size, suspicious)
+        if verdict is Verdict.COUNT:  # a flood: counted for its account's summary
+            return PUBACK_SUCCESS
         rejected_id = await self.db.run(
-            self.db.store.record_rejected, topic, device_id, channel, reason, payload, suspicious
+            self.db.store.record_rejected,
+            topic,
+            device_id,
+            channel,
+            reason,
+            payload,
+            suspicious,
+            report=verdict is Verdict.REPORT,
         )
+        self.admission.kept(topic, rejected_id)
         log.warning(
             "refused %smessage R%s (device %s): %s",
             "SUSPICIOUS " if suspicious else "",
@@ -173,3 +192,10 @@ class Ingest:
         )
         await self.on_rejected(Rejection(rejected_id, reason))
         return PUBACK_SUCCESS
+
+    async def handle_retained(self, topic: str, payload: bytes) -> int:
+        """A message the broker flagged retained: a stored copy replayed to a subscription
+        (live messages reach the hub without the flag). Handled as usual on ``status``; on any
+        other topic refused, since its original was handled when it was published."""
+        self.admission.mark_replayed()
+        return await self.handle(topic, payload)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,16 +39,23 @@ class MailCatcher:
 
 
 class WebhookCatcher:
-    """An HTTP server on loopback that keeps the JSON bodies posted to it."""
+    """An HTTP server on loopback that keeps the JSON bodies posted to it, and when each came
+    (``arrived[i]`` is the ``time.time()`` of ``received[i]``)."""
 
     def __init__(self) -> None:
         received: list[dict[str, Any]] = []
+        arrived: list[float] = []
         self.received = received
+        self.arrived = arrived
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                received.append(json.loads(self.rfile.read(length) or b"{}"))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with lock:
+                    received.append(body)
+                    arrived.append(time.time())
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()

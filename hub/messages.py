@@ -84,6 +84,7 @@ class MessageEvent(enum.StrEnum):
     DEVICE_OFFLINE = "device_offline"  #: the broker's last will for the device fired
     LOW_BATTERY = "low_battery"
     REJECTED = "rejected"  #: a refused message, reported to HQ
+    REFUSED_BURST = "refused_burst"  #: one account's refusals of an interval, in one report
     TEST = "test"  #: a test alarm: no action needed
     FUND_SUBMITTED = "fund_submitted"  #: a request to the emergency fund was submitted
     FUND_UPDATED = "fund_updated"  #: a fund request was changed before review
@@ -107,7 +108,13 @@ FUND_EVENTS = frozenset(
 #: Events that say nothing about a position (the alarm is over, there is no defender, or the
 #: message is about the fund).
 EVENTS_WITHOUT_POSITION = frozenset(
-    {MessageEvent.RESOLVED, MessageEvent.FALSE_ALARM, MessageEvent.CANCELLED, MessageEvent.REJECTED}
+    {
+        MessageEvent.RESOLVED,
+        MessageEvent.FALSE_ALARM,
+        MessageEvent.CANCELLED,
+        MessageEvent.REJECTED,
+        MessageEvent.REFUSED_BURST,
+    }
     | FUND_EVENTS
 )
 

@@ -6,6 +6,10 @@
 * gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to WARNING (no positions in logs).
 * ``[broker] tls = true``: the hub connects to ``tls_port`` over TLS 1.2+, verifying the broker
   with ``ca_file`` (default: the broker's private CA), so its password never travels in clear.
+* Retained messages are never replayed to the hub (MQTT 5 Retain Handling 2), except a device's
+  ``status`` when the subscription is new (1); live messages arrive without the retain flag
+  (Retain As Published off). A message that still comes flagged retained is a stored copy:
+  ``on_retained`` handles it (the ingest refuses it outside ``status``).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from devicekit import protocol
 from devicekit.signing import parse_key, sign
 from devicekit.topics import subscription, topic
 from devicekit.wristband import is_loopback
+from hub.admission import RETAINED_CHANNEL
 from hub.config import BrokerConfig, ConfigError
 from hub.owntracks import SUBSCRIPTION as OWNTRACKS_SUBSCRIPTION
 
@@ -34,9 +39,12 @@ RECONNECT_MAX_S = 30
 
 
 class HubConnection:
-    def __init__(self, config: BrokerConfig, handler: Handler) -> None:
+    def __init__(
+        self, config: BrokerConfig, handler: Handler, on_retained: Handler | None = None
+    ) -> None:
         self.config = config
         self._handler = handler
+        self._on_retained = on_retained or handler
         self.closing = False
         self._in_flight: set[asyncio.Task[object]] = set()
         self._redelivery: asyncio.Task[None] | None = None
@@ -125,8 +133,11 @@ class HubConnection:
             bool(flags),
         )
         client.subscribe(
-            [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
-            + [gmqtt.Subscription(OWNTRACKS_SUBSCRIPTION, qos=1)]
+            [
+                gmqtt.Subscription(name, qos=1, retain_handling_options=retain_handling(name))
+                for name in [subscription(ch) for ch in protocol.DEVICE_CHANNELS]
+                + [OWNTRACKS_SUBSCRIPTION]
+            ]
         )
         self.client.reconnect_delay = RECONNECT_MIN_S
         self.connected.set()
@@ -147,11 +158,19 @@ class HubConnection:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        handler = self._on_retained if properties.get("retain") else self._handler
         try:
-            return await self._handler(topic_name, payload)
+            return await handler(topic_name, payload)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+
+
+def retain_handling(name: str) -> int:
+    """MQTT 5 Retain Handling of the hub's subscription ``name``: a device's retained ``status``
+    when the subscription is new (1: the state of devices after the hub's session was lost),
+    never anything else (2: a retained copy is not a new message)."""
+    return 1 if name == subscription(RETAINED_CHANNEL) else 2
 
 
 def broker_tls_context(config: BrokerConfig) -> ssl.SSLContext | None:

@@ -16,9 +16,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from devicekit.protocol import AckStage
 from hub.actions import AlarmActions
+from hub.admission import Admission
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig, egress_policy
-from hub.database import AsyncStore
+from hub.database import AsyncStore, Lane, Priority, current_lane
 from hub.db import make_engine
 from hub.dispatch import Dispatcher
 from hub.health import Health, write_alive_file
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from hub.web import WebServer
 
 log = logging.getLogger(__name__)
+
+#: The database lane of the reports about refused messages (hub/admission.py).
+REFUSAL_SUMMARIES = Lane(Priority.REFUSAL, "hub")
 
 
 def lifecycle_for(config: HubConfig) -> Lifecycle:
@@ -75,12 +79,17 @@ class Hub:
         tolerance = config.security.clock_tolerance_s
         self.db = AsyncStore(Store(engine, lifecycle, self.clock, retry, tolerance))
         self.actions = AlarmActions(self.db.store.engine, lifecycle, self.clock)
-        self.ingest = Ingest(self.db, self._alarm_stored, self._rejected, self._storage_failed)
+        self.admission = Admission(config.admission)
+        self.ingest = Ingest(
+            self.db, self._alarm_stored, self._rejected, self._storage_failed, self.admission
+        )
         self.egress = egress_policy(config)
         self.dispatcher = Dispatcher(
             self.db, registry, config.delivery.timeout_s, self._alarm_notified, egress=self.egress
         )
-        self.connection = HubConnection(config.broker, self.ingest.handle)
+        self.connection = HubConnection(
+            config.broker, self.ingest.handle, self.ingest.handle_retained
+        )
         #: Its own thread and engine: webhooks never queue behind the alarm path's database.
         self.webhooks = WebhookSender(
             config.webhooks,
@@ -107,6 +116,7 @@ class Hub:
             asyncio.create_task(self._timer_loop(), name="timers"),
             asyncio.create_task(self.webhooks.run(), name="webhooks"),
             asyncio.create_task(self._retention_loop(), name="retention"),
+            asyncio.create_task(self._refusal_summaries(), name="refusal-summaries"),
         ]
         web = self._web_server()
         web_task = asyncio.create_task(self._serve_web(web), name="web") if web else None
@@ -136,6 +146,7 @@ class Hub:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             await self.dispatcher.drain()
+            await self._report_refusals(everything=True)
             await self.webhooks.aclose()
             self.db.close()
             if self.ready_file is not None:
@@ -228,6 +239,30 @@ class Hub:
             except SQLAlchemyError as exc:
                 log.error("retention: database error (%s); retrying later", type(exc).__name__)
             await asyncio.sleep(settings.run_every_s)
+
+    async def _refusal_summaries(self) -> None:
+        """Every second, report to HQ the refusal windows that ended (hub/admission.py)."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self._report_refusals()
+
+    async def _report_refusals(self, everything: bool = False) -> None:
+        current_lane.set(REFUSAL_SUMMARIES)  # behind alarms and telemetry on the database thread
+        for summary in self.admission.close_due(everything):
+            try:
+                await self.db.run(self.db.store.record_refusal_summary, summary)
+            except SQLAlchemyError as exc:  # counts of junk only: never worth an outage
+                log.error(
+                    "cannot store the summary of %d refused messages of %s (%s)",
+                    summary.count,
+                    summary.account.label,
+                    type(exc).__name__,
+                )
+                continue
+            except Exception:  # a bug here must not stop the next summaries, nor a shutdown
+                log.exception("cannot store the summary of refused messages")
+                continue
+            self.dispatcher.kick()
 
     async def _timer_loop(self) -> None:
         """Timers, silent devices and device acks. Timers are rows: a restart loses nothing."""

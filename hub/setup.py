@@ -53,6 +53,14 @@ backoff_base_s = 5    # waits double from here, with jitter ...
 backoff_cap_s = 3600  # ... up to this
 deadline_s = 86400    # a day at most per event
 
+[admission]
+# What one broker account (a wristband, a responder's phone) may cost the hub. Alarms and
+# cancels are never limited; other messages beyond these are counted, not stored.
+account_rate_per_s = 1    # telemetry per second on average ...
+account_burst = 60        # ... and at once
+refusal_interval_s = 60   # refused messages: one report to HQ per account and interval
+refusals_kept_whole = 3   # payloads kept whole per account and flood; the rest are counted
+
 [storage]
 # Positions, the messages and payloads that carry them and device keys are encrypted in the
 # database with these keys (SECURITY.md, "Encryption at rest"). The file is secret: mode 0600,
@@ -121,6 +129,7 @@ def broker_settings(
     tls_port: int | None = None,
     cert_port: int | None = None,
     tls_bind_address: str = "0.0.0.0",  # noqa: S104 (the TLS listeners face the devices)
+    max_connections: int = 1000,
 ) -> BrokerSettings:
     return BrokerSettings(
         data_dir=data_dir,
@@ -129,4 +138,5 @@ def broker_settings(
         tls_port=tls_port,
         cert_port=cert_port,
         tls_bind_address=tls_bind_address,
+        max_connections=max_connections,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +22,7 @@ from hub.authenticity import DeviceKey, SeqVerdict, admit_seq, clock_skew
 from hub.clock import Clock, SystemClock
 from hub.deliveries import DeliveryJob, DeliveryStore, new_instance_id
 from hub.lifecycle import Lifecycle
-from hub.messages import MessageFacts
+from hub.messages import MessageEvent, MessageFacts
 from hub.models import (
     Alarm,
     AlarmEvent,
@@ -36,6 +37,9 @@ from hub.models import (
 from hub.outbox import queue
 from hub.recipients import contacts_with_roles
 from hub.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from hub.admission import RefusalSummary
 
 log = logging.getLogger(__name__)
 
@@ -176,10 +180,13 @@ class Store(DeliveryStore):
         reason: str,
         payload: bytes,
         suspicious: bool = False,
+        report: bool = True,
     ) -> int:
         """Keep a refused message whole, with its reason, and queue a report to every HQ contact.
 
         ``suspicious``: it failed authentication or replay checks (a forgery, a replay).
+        ``report=False``: kept only; a summary of its account's refusals reports it
+        (hub/admission.py).
         """
         now = self.clock.now()
         with Session(self.engine) as session:
@@ -196,35 +203,38 @@ class Store(DeliveryStore):
             session.add(rejected)
             session.flush()
             assert rejected.id is not None
-            facts = MessageFacts(
-                ref=f"R{rejected.id}",
-                kind="",
-                defender="",
-                timezone="UTC",
-                device_id=device_id or "?",
-                device_ts=now,
-                lat=None,
-                lon=None,
-                accuracy_m=None,
-                fix_ts=None,
-                battery=None,
-                at=now,
-                reason=f"SUSPICIOUS, possibly forged or replayed: {reason}"
-                if suspicious
-                else reason,
-                channel=channel or "?",
-            )
-            for target in contacts_with_roles(session, None, (Role.HQ,)):
-                queue(
-                    session,
-                    f"R{rejected.id}:{target.key}",
-                    target,
-                    "rejected",
-                    facts,
-                    rejected_pk=rejected.id,
-                )
+            if report:
+                if suspicious:
+                    reason = f"SUSPICIOUS, possibly forged or replayed: {reason}"
+                _report_to_hq(session, rejected.id, device_id or "?", channel, reason, now)
             session.commit()
             return rejected.id
+
+    def record_refusal_summary(self, summary: RefusalSummary) -> int:
+        """One account's refusals of an interval as one row (no payload: the first ones are
+        kept whole in their own rows) and one report to every HQ contact."""
+        now = self.clock.now()
+        with Session(self.engine) as session:
+            row = RejectedMessage(
+                topic=summary.topic,
+                device_id=summary.device_id,
+                channel=summary.channel,
+                reason=summary.reason,
+                payload=b"",
+                payload_size=0,
+                received_at=now,
+                suspicious=summary.suspicious > 0,
+            )
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            label = summary.account.label
+            _report_to_hq(
+                session, row.id, label, summary.channel, summary.reason, now,
+                MessageEvent.REFUSED_BURST,
+            )  # fmt: skip
+            session.commit()
+            return row.id
 
     def record_device_message(
         self,
@@ -365,6 +375,26 @@ class Store(DeliveryStore):
                 session, alarm, defender, message.seq, message.position, now
             )
         return True
+
+
+def _report_to_hq(
+    session: Session,
+    rejected_pk: int,
+    device: str,
+    channel: str | None,
+    reason: str,
+    now: datetime,
+    event: MessageEvent = MessageEvent.REJECTED,
+) -> None:
+    """Queue the report of refused message ``rejected_pk`` to every HQ contact."""
+    facts = MessageFacts(
+        ref=f"R{rejected_pk}", kind="", defender="", timezone="UTC", device_id=device,
+        device_ts=now, lat=None, lon=None, accuracy_m=None, fix_ts=None, battery=None, at=now,
+        reason=reason, channel=channel or "?",
+    )  # fmt: skip
+    for target in contacts_with_roles(session, None, (Role.HQ,)):
+        key = f"R{rejected_pk}:{target.key}"
+        queue(session, key, target, event, facts, rejected_pk=rejected_pk)
 
 
 def _late(skew: float) -> str:

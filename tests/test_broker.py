@@ -132,7 +132,7 @@ def test_rendered_files_are_private_and_persistence_is_on(tmp_path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert "allow_anonymous false" in conf
     assert "persistence true" in conf
-    assert "max_queued_messages 1000000" in conf
+    assert "max_queued_bytes 134217728" in conf
     assert (settings.data_dir / "mosquitto.db").exists()  # snapshot written on exit
 
 

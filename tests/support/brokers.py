@@ -64,8 +64,12 @@ class RunningBroker:
         return password
 
 
-def start_broker(data_dir: Path, port: int | None = None) -> RunningBroker:
-    settings = BrokerSettings(data_dir=data_dir, port=port or free_port())
+def start_broker(
+    data_dir: Path, port: int | None = None, *, retain_guard: bool = True
+) -> RunningBroker:
+    settings = BrokerSettings(
+        data_dir=data_dir, port=port or free_port(), retain_guard=retain_guard
+    )
     hub_password = "hub-test-password"
     PasswordFile(settings.password_file).set(HUB_USER, hub_password)
     return RunningBroker(BrokerProcess(settings).start(), hub_password)

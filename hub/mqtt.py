@@ -6,13 +6,17 @@
 * gmqtt logs payloads at DEBUG; ``hub.logs`` pins its logger to WARNING (no positions in logs).
 * ``[broker] tls = true``: the hub connects to ``tls_port`` over TLS 1.2+, verifying the broker
   with ``ca_file`` (default: the broker's private CA), so its password never travels in clear.
+* ``unacknowledged``: what the hub received and has not acknowledged yet, for ``/healthz``: a
+  hub that stopped taking messages shows it as the age of the oldest one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,10 +37,51 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 
 
+class Unacknowledged:
+    """Messages received from the broker and not acknowledged yet, by topic and payload.
+
+    A message whose handler raised (a database outage) stays until a delivery of the same bytes
+    on the same topic is acknowledged (the broker re-sends it after a reconnect, a wristband
+    re-sends the same bytes), or until the broker has no session for the hub any more.
+    """
+
+    #: Messages tracked at most; beyond it new ones are not (the oldest are the ones that count).
+    LIMIT = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: dict[bytes, float] = {}
+
+    @staticmethod
+    def key(topic_name: str, payload: bytes) -> bytes:
+        return hashlib.sha256(topic_name.encode() + b"\0" + payload).digest()
+
+    def received(self, key: bytes) -> None:
+        if key not in self._since and len(self._since) < self.LIMIT:
+            self._since[key] = self._clock()
+
+    def acknowledged(self, key: bytes) -> None:
+        self._since.pop(key, None)
+
+    def forget(self) -> None:
+        """The broker started a new session: it will deliver nothing of the old one again."""
+        self._since.clear()
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest unacknowledged message arrived; None when there is none."""
+        if not self._since:
+            return None
+        return self._clock() - min(self._since.values())
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+
 class HubConnection:
     def __init__(self, config: BrokerConfig, handler: Handler) -> None:
         self.config = config
         self._handler = handler
+        self.unacknowledged = Unacknowledged()
         self.closing = False
         self._in_flight: set[asyncio.Task[object]] = set()
         self._redelivery: asyncio.Task[None] | None = None
@@ -124,6 +169,8 @@ class HubConnection:
             " over TLS" if self.tls else "",
             bool(flags),
         )
+        if not flags:
+            self.unacknowledged.forget()
         client.subscribe(
             [gmqtt.Subscription(subscription(ch), qos=1) for ch in protocol.DEVICE_CHANNELS]
             + [gmqtt.Subscription(OWNTRACKS_SUBSCRIPTION, qos=1)]
@@ -147,11 +194,15 @@ class HubConnection:
         task = asyncio.current_task()
         if task is not None:
             self._in_flight.add(task)
+        key = Unacknowledged.key(topic_name, payload)
+        self.unacknowledged.received(key)
         try:
-            return await self._handler(topic_name, payload)
+            reason_code = await self._handler(topic_name, payload)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+        self.unacknowledged.acknowledged(key)  # gmqtt sends the PUBACK as this returns
+        return reason_code
 
 
 def broker_tls_context(config: BrokerConfig) -> ssl.SSLContext | None:

@@ -22,7 +22,7 @@ broker-kill  Mosquitto, holding alarms queued for the absent hub, is killed with
              the hub gets everything.
 db-down      PostgreSQL refuses the hub's database (the server keeps running) while alarms
              arrive: nothing is acknowledged while it is down, wristbands keep the alarms, all
-             are processed when it is back.
+             are processed when it is back, also when a newer alarm overtakes them.
 storm        --storm-devices devices raise an alarm each at once while the only channel answers
              503; then it recovers: every alarm is stored, acknowledged and delivered.
 
@@ -85,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="a PostgreSQL server for db-down (default: $NATALIA_TEST_POSTGRES_URL or "
         f"{DEFAULT_POSTGRES_URL})",
     )
-    parser.add_argument("--seed", type=int, help="random seed of the kill moments")
+    parser.add_argument(
+        "--seed", type=int, help="random seed of the kill moments and of db-down's alarm order"
+    )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="longest wait for the system to settle, s"
     )
@@ -117,6 +119,7 @@ def runners(args: argparse.Namespace, workdir: Path) -> dict[str, Callable[[], F
             devices=args.devices,
             alarms=args.alarms,
             outage_s=args.outage,
+            seed=args.seed,
             timeout=args.timeout,
         ),
         "storm": lambda: run_storm(

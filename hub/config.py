@@ -150,6 +150,12 @@ class HealthConfig(_Section):
         "check alarms when it goes stale (scripts/deadman-check).",
     )
     stale_after_s: float = Field(default=30, gt=0, description="Unhealthy after this long.")
+    max_unacked_age_s: float = Field(
+        default=60,
+        gt=0,
+        description="Unhealthy when a message received from the broker has waited longer than "
+        "this for its acknowledgement (the hub is not taking messages).",
+    )
 
 
 class RespondersConfig(_Section):

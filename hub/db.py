@@ -46,7 +46,13 @@ def make_engine(url: str, keyring: Keyring | None = None) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
+        # Times are stored as UTC without an offset: the session must be in UTC, or PostgreSQL
+        # shifts each one by the server's zone (and 9999-12-31 east of UTC no longer reads back).
+        given = make_url(url).query.get("options")  # the operator's own, kept
+        options = " ".join([*([given] if isinstance(given, str) else []), "-c TimeZone=UTC"])
+        engine = create_engine(
+            url, pool_pre_ping=True, hide_parameters=True, connect_args={"options": options}
+        )
     attach(engine, keyring)
     SQLModel.metadata.create_all(engine)
     if url.startswith("sqlite"):

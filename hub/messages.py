@@ -54,7 +54,7 @@ import math
 import string
 import tomllib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -360,12 +360,37 @@ def _interval(fill: _Filler, seconds: int | None) -> str:
 
 def _times(prefix: str, moment: datetime, zone: ZoneInfo, short_format: str) -> dict[str, str]:
     """Full times in UTC and in the defender's zone, and a short UTC time in the language's
-    own format (SMS)."""
+    own format (SMS). Every instant the protocol accepts renders, in every zone (below)."""
     return {
-        f"{prefix}_utc": moment.strftime("%Y-%m-%d %H:%M:%S"),
-        f"{prefix}_local": moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
-        f"{prefix}_short": moment.strftime(short_format),
+        f"{prefix}_utc": _strftime(moment, FULL_TIME),
+        f"{prefix}_local": _local_time(moment, zone),
+        f"{prefix}_short": _strftime(moment, short_format),
     }
+
+
+FULL_TIME = "%Y-%m-%d %H:%M:%S"
+#: The Gregorian calendar repeats itself every 400 years, which are exactly this many days.
+_GREGORIAN_CYCLE = timedelta(days=146_097)
+
+
+def _local_time(moment: datetime, zone: ZoneInfo) -> str:
+    """``moment`` on the wall clock of ``zone``. At the ends of the protocol's range the local
+    date is outside what ``datetime`` holds (9999-12-31 23:00 UTC is year 10000 east of
+    Greenwich; 0001-01-01 00:00 UTC is year 0 west of it): the time is then worked out 400
+    years closer, where the calendar and the zone's rules are the same, and the year put back."""
+    try:
+        return _strftime(moment.astimezone(zone), FULL_TIME)
+    except OverflowError:
+        years = 400 if moment.year > 5000 else -400
+        shifted = (moment - _GREGORIAN_CYCLE * (years // 400)).astimezone(zone)
+        return _strftime(shifted, FULL_TIME, year=shifted.year + years)
+
+
+def _strftime(moment: datetime, template: str, year: int | None = None) -> str:
+    """``moment.strftime(template)`` with ``%Y`` always four digits (the C library writes year 1
+    as "1"), and ``year`` instead of the moment's own when given."""
+    year = moment.year if year is None else year
+    return moment.strftime(template.replace("%Y", f"{year:04d}"))
 
 
 def _event(event: MessageEvent | str) -> MessageEvent:

@@ -3,6 +3,10 @@
 Times are timezone-aware UTC (``utc_now()``). What reveals where someone is — coordinates,
 the messages and payloads that carry them — and device keys are sealed (hub/sealing.py): the
 database holds them encrypted, the ORM gives them back in clear.
+
+A column that takes a number from a device holds the protocol's whole range of it: ``seq`` goes
+up to 2**53-1, so seq columns are BIGINT (PostgreSQL's INTEGER stops at 2**31-1); the other
+device numbers (battery, interval_s) are bounded by the protocol far below that.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import enum
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from hub.sealing import SealedBytes, SealedFloat, SealedText
@@ -110,7 +114,7 @@ class Device(SQLModel, table=True):
     last_seen_at: datetime | None = None
     online: bool | None = None
     battery: int | None = None
-    last_seq: int | None = None
+    last_seq: int | None = Field(default=None, sa_type=BigInteger)
     key: str | None = Field(
         default=None,
         sa_column=Column(SealedText("device.key")),
@@ -118,10 +122,24 @@ class Device(SQLModel, table=True):
     )
     encrypt: bool = Field(default=False, description="Refuse payloads that are not encrypted.")
     alarm_seq: int | None = Field(
-        default=None, description="Highest seq accepted on alarm and cancel (anti-replay)."
+        default=None,
+        sa_type=BigInteger,
+        description="Highest seq accepted on alarm and cancel (anti-replay window).",
+    )
+    alarm_seen: bytes | None = Field(
+        default=None,
+        sa_type=LargeBinary,
+        description="Which of the REPLAY_WINDOW seqs below alarm_seq were accepted (a bitmap).",
     )
     telemetry_seq: int | None = Field(
-        default=None, description="Highest seq accepted on location and heartbeat (anti-replay)."
+        default=None,
+        sa_type=BigInteger,
+        description="Highest seq accepted on location and heartbeat (anti-replay window).",
+    )
+    telemetry_seen: bytes | None = Field(
+        default=None,
+        sa_type=LargeBinary,
+        description="Which of the REPLAY_WINDOW seqs below telemetry_seq were accepted.",
     )
     heartbeat_interval_s: int | None = None
     training_event_id: int | None = Field(
@@ -195,7 +213,7 @@ class Alarm(SQLModel, table=True):
     kind: str
     state: str = AlarmState.RECEIVED.value
     device_ts: datetime
-    seq: int
+    seq: int = Field(sa_type=BigInteger, description="The device's seq: 0 ... 2**53-1.")
     lat: float | None = _sealed_float("alarm.lat")
     lon: float | None = _sealed_float("alarm.lon")
     accuracy_m: float | None = _sealed_float("alarm.accuracy_m")
@@ -208,7 +226,9 @@ class Alarm(SQLModel, table=True):
         description="Device clock minus hub clock at receipt, set only when beyond the tolerance "
         "(the alarm is late, or the device clock is wrong).",
     )
-    cancel_seq: int | None = Field(default=None, description="seq of the last cancel applied.")
+    cancel_seq: int | None = Field(
+        default=None, sa_type=BigInteger, description="Highest seq of a cancel applied to it."
+    )
     duress: bool = Field(default=False, description="A duress code was entered: escalate silently.")
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None

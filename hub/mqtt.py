@@ -10,13 +10,17 @@
   ``status`` when the subscription is new (1); live messages arrive without the retain flag
   (Retain As Published off). A message that still comes flagged retained is a stored copy:
   ``on_retained`` handles it (the ingest refuses it outside ``status``).
+* ``unacknowledged``: what the hub received and has not acknowledged yet, for ``/healthz``: a
+  hub that stopped taking messages shows it as the age of the oldest one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +42,46 @@ RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 30
 
 
+class Unacknowledged:
+    """Messages received from the broker and not acknowledged yet, by topic and payload.
+
+    A message whose handler raised (a database outage) stays until a delivery of the same bytes
+    on the same topic is acknowledged (the broker re-sends it after a reconnect, a wristband
+    re-sends the same bytes), or until the broker has no session for the hub any more.
+    """
+
+    #: Messages tracked at most; beyond it new ones are not (the oldest are the ones that count).
+    LIMIT = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._since: dict[bytes, float] = {}
+
+    @staticmethod
+    def key(topic_name: str, payload: bytes) -> bytes:
+        return hashlib.sha256(topic_name.encode() + b"\0" + payload).digest()
+
+    def received(self, key: bytes) -> None:
+        if key not in self._since and len(self._since) < self.LIMIT:
+            self._since[key] = self._clock()
+
+    def acknowledged(self, key: bytes) -> None:
+        self._since.pop(key, None)
+
+    def forget(self) -> None:
+        """The broker started a new session: it will deliver nothing of the old one again."""
+        self._since.clear()
+
+    def oldest_age_s(self) -> float | None:
+        """Seconds since the oldest unacknowledged message arrived; None when there is none."""
+        if not self._since:
+            return None
+        return self._clock() - min(self._since.values())
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+
 class HubConnection:
     def __init__(
         self, config: BrokerConfig, handler: Handler, on_retained: Handler | None = None
@@ -45,6 +89,7 @@ class HubConnection:
         self.config = config
         self._handler = handler
         self._on_retained = on_retained or handler
+        self.unacknowledged = Unacknowledged()
         self.closing = False
         self._in_flight: set[asyncio.Task[object]] = set()
         self._redelivery: asyncio.Task[None] | None = None
@@ -132,6 +177,8 @@ class HubConnection:
             " over TLS" if self.tls else "",
             bool(flags),
         )
+        if not flags:
+            self.unacknowledged.forget()
         client.subscribe(
             [
                 gmqtt.Subscription(name, qos=1, retain_handling_options=retain_handling(name))
@@ -159,11 +206,15 @@ class HubConnection:
         if task is not None:
             self._in_flight.add(task)
         handler = self._on_retained if properties.get("retain") else self._handler
+        key = Unacknowledged.key(topic_name, payload)
+        self.unacknowledged.received(key)
         try:
-            return await handler(topic_name, payload)
+            reason_code = await handler(topic_name, payload)
         finally:
             if task is not None:
                 self._in_flight.discard(task)
+        self.unacknowledged.acknowledged(key)  # gmqtt sends the PUBACK as this returns
+        return reason_code
 
 
 def retain_handling(name: str) -> int:

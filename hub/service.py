@@ -295,6 +295,11 @@ class Hub:
             database_ok=self._database_ok,
             last_round_at=self._last_round_at,
             stale_after_s=self.config.health.stale_after_s,
+            oldest_unacked_s=self.connection.unacknowledged.oldest_age_s(),
+            unacked_messages=len(self.connection.unacknowledged),
+            max_unacked_age_s=self.config.health.max_unacked_age_s,
+            internal_errors=self.ingest.counts.internal_errors,
+            stale_telemetry=self.ingest.counts.stale_telemetry,
         )
 
     def _write_alive_file(self) -> None:

@@ -82,6 +82,7 @@ tick_s = 1            # how often escalation timers and silent devices are check
 [health]
 file = "hub.alive"    # rewritten while healthy; watch it with scripts/deadman-check
 stale_after_s = 30
+max_unacked_age_s = 60   # unhealthy when a message waits longer for the hub to take it
 
 [responders]
 max_age_s = 1800      # responders' positions older than this are not used

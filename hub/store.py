@@ -6,22 +6,32 @@ before the broker gets its PUBACK, so nothing the hub acknowledged can be lost.
 
 from __future__ import annotations
 
+import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from devicekit import protocol
 from devicekit.protocol import AckStage
 from hub import supervision
-from hub.authenticity import DeviceKey, SeqVerdict, admit_seq, clock_skew
+from hub.authenticity import (
+    REPLAY_WINDOW,
+    DeviceKey,
+    SeqCheck,
+    SeqVerdict,
+    Suspicious,
+    admit_seq,
+    clock_skew,
+)
 from hub.clock import Clock, SystemClock
 from hub.deliveries import DeliveryJob, DeliveryStore, new_instance_id
-from hub.lifecycle import Lifecycle
+from hub.lifecycle import Lifecycle, device_ack
 from hub.messages import MessageEvent, MessageFacts
 from hub.models import (
     Alarm,
@@ -60,6 +70,14 @@ class AlarmOutcome:
     created: bool
     ack_stage: AckStage
     device_key: str | None = None  #: signs the ack (PROTOCOL.md 5.5), set by the ingest; secret
+
+
+class Handled(enum.Enum):
+    """What became of a cancel, location, heartbeat or status."""
+
+    APPLIED = "applied"  #: new: applied to the device and its alarm
+    COPY = "copy"  #: a copy of what was applied (MQTT redelivery, a re-sent cancel): answered
+    STALE = "stale"  #: telemetry older than the anti-replay window: ignored, only counted
 
 
 def ack_stage_of(alarm: Alarm) -> AckStage:
@@ -106,8 +124,11 @@ class Store(DeliveryStore):
     ) -> AlarmOutcome:
         """Store ``message`` once per (device, alarm id) with its outbox rows; count re-sends.
 
-        ``from_device=False``: raised by the hub itself (a training alarm), so its ``seq`` is
-        not the device's and must not move the device's anti-replay mark.
+        A new ``alarm_id`` with a valid signature is never refused for its ``seq``: out of
+        order, below the anti-replay window or even a number already used, it is stored, and
+        the last two are noted on its timeline (PROTOCOL.md 5.3). ``from_device=False``: raised
+        by the hub itself (a training alarm), so its ``seq`` is not the device's and must not
+        move the device's anti-replay window.
         """
         now = self.clock.now()
         with Session(self.engine) as session:
@@ -115,8 +136,7 @@ class Store(DeliveryStore):
             if existing is not None:
                 return self._record_copy(session, existing)
             device = self._active_device(session, device_id)
-            if from_device:
-                admit_seq(device, "alarm", message.seq)
+            check = admit_seq(device, "alarm", message.seq) if from_device else None
             defender = session.get(Defender, device.defender_id)
             assert defender is not None  # foreign key
             position = message.position
@@ -142,6 +162,8 @@ class Store(DeliveryStore):
                 session.add(
                     AlarmEvent(alarm_pk=_pk(alarm), at=now, kind="late", detail=_late(skew))
                 )
+            if check is not None:
+                _note_odd_seq(session, alarm, "alarm", message.seq, check, now)
             session.add(
                 AlarmEvent(
                     alarm_pk=_pk(alarm),
@@ -153,7 +175,7 @@ class Store(DeliveryStore):
             )
             self.lifecycle.start(session, alarm, defender, now)
             self._touch_device(session, device, message.seq, now)
-            if message.battery is not None:
+            if message.battery is not None and (check is None or check.newest):
                 supervision.record_battery(session, device, message.battery, now)
             session.add(device)
             alarm_pk = _pk(alarm)  # read now: the commit expires the row
@@ -240,7 +262,7 @@ class Store(DeliveryStore):
         self,
         device_id: str,
         message: protocol.Status | protocol.Heartbeat | protocol.Location | protocol.Cancel,
-    ) -> None:
+    ) -> Handled:
         """Heartbeat, status, location and cancel: supervision and the alarm's lifecycle."""
         now = self.clock.now()
         with Session(self.engine) as session:
@@ -249,19 +271,25 @@ class Store(DeliveryStore):
                 supervision.record_status(
                     session, device, message.state == "online", now, self.lifecycle
                 )
-            elif isinstance(message, protocol.Heartbeat):
-                if admit_seq(device, message.type, message.seq) is SeqVerdict.COPY:
-                    return
-                self._touch_device(session, device, message.seq, now)
-                supervision.record_heartbeat(
-                    session, device, message.interval_s, message.battery, now
-                )
+                handled = Handled.APPLIED
+            elif isinstance(message, protocol.Cancel):
+                handled = self._cancel(session, device, message, now)
             else:
-                if not self._alarm_message(session, device, message, now):
-                    return
-                self._touch_device(session, device, message.seq, now)
-            session.add(device)
-            session.commit()
+                handled = self._telemetry(session, device, message, now)
+            if handled is not Handled.STALE:
+                session.add(device)
+                session.commit()
+            return handled
+
+    def database_answers(self) -> bool:
+        """Whether a new connection to the database can run a query: after an error, tells an
+        outage (no) from an error that only the message being stored causes (yes)."""
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return False
+        return True
 
     def record_event(self, alarm_pk: int, kind: str, detail: str = "", actor: str = "hub") -> None:
         with Session(self.engine) as session:
@@ -314,7 +342,9 @@ class Store(DeliveryStore):
 
     @staticmethod
     def _active_device(session: Session, device_id: str) -> Device:
-        device = session.get(Device, device_id)
+        """The device row, locked until the commit on PostgreSQL: hub instances sharing the
+        subscription update its anti-replay window one message at a time."""
+        device = session.get(Device, device_id, with_for_update=True)
         if device is None:
             raise UnknownDevice(f"device {device_id!r} is not registered")
         if not device.active:
@@ -341,20 +371,74 @@ class Store(DeliveryStore):
         session.commit()
         return AlarmOutcome(_pk(alarm), alarm.alarm_id, alarm.device_id, False, ack_stage_of(alarm))
 
-    def _alarm_message(
+    def _cancel(
+        self, session: Session, device: Device, message: protocol.Cancel, now: datetime
+    ) -> Handled:
+        """Apply a cancel to its alarm once; answer every copy of it (PROTOCOL.md 5.3).
+
+        A cancel only ever concerns its own alarm, so the alarm keeps the highest cancel seq
+        applied to it: a cancel above it is new for that alarm and is applied, however late it
+        arrives (below the device's window too: a genuine cancel is never lost); one at or below
+        it is a copy, or a cancel the device itself replaced with a newer one, and is only
+        answered. A replay can therefore never apply a cancel again, e.g. to an alarm opened
+        again after it.
+        """
+        alarm = self._alarm_of(session, device, message)
+        if message.seq <= alarm.seq:
+            raise Suspicious(
+                f"cancel seq {message.seq} is not above seq {alarm.seq} of the alarm it "
+                "cancels; a device's cancel always comes after its alarm (PROTOCOL.md 5.3)"
+            )
+        check = admit_seq(device, message.type, message.seq)
+        if alarm.cancel_seq is not None and message.seq <= alarm.cancel_seq:
+            _answer_cancel(session, alarm, now)
+            return Handled.COPY
+        defender = session.get(Defender, alarm.defender_id)
+        assert defender is not None
+        alarm.cancel_seq = message.seq
+        session.add(alarm)
+        _note_odd_seq(session, alarm, message.type, message.seq, check, now)
+        outcome = self.lifecycle.cancel_request(
+            session, alarm, defender, message.code, now, message.seq
+        )
+        if outcome == "closed":  # closed before this cancel: the device still needs to hear it
+            _answer_cancel(session, alarm, now)
+        self._touch_device(session, device, message.seq, now)
+        return Handled.APPLIED
+
+    def _telemetry(
         self,
         session: Session,
         device: Device,
-        message: protocol.Location | protocol.Cancel,
+        message: protocol.Heartbeat | protocol.Location,
         now: datetime,
-    ) -> bool:
-        """Apply a cancel or location to its alarm; False for a redelivered copy (nothing to do
-        but, for a cancel, answer again)."""
-        if isinstance(message, protocol.Location):
-            if admit_seq(device, message.type, message.seq) is SeqVerdict.COPY:
-                return False
-            if message.alarm_id is None:
-                return True  # a position outside any alarm: not kept (dangerous data)
+    ) -> Handled:
+        """A heartbeat or location: applied when its seq is new in the window; a seen one is an
+        MQTT redelivery, one below the window too old to tell; both are ignored, never refused.
+        Only the newest heartbeat sets the battery and interval (an older one arrived late)."""
+        check = admit_seq(device, message.type, message.seq)
+        if check.verdict is SeqVerdict.SEEN:
+            return Handled.COPY
+        if check.verdict is SeqVerdict.BELOW:
+            return Handled.STALE
+        if isinstance(message, protocol.Heartbeat):
+            if check.newest:
+                supervision.record_heartbeat(
+                    session, device, message.interval_s, message.battery, now
+                )
+        elif message.alarm_id is not None:  # a position outside any alarm is not kept
+            alarm = self._alarm_of(session, device, message)
+            defender = session.get(Defender, alarm.defender_id)
+            assert defender is not None
+            self.lifecycle.location_update(
+                session, alarm, defender, message.seq, message.position, now
+            )
+        self._touch_device(session, device, message.seq, now)
+        return Handled.APPLIED
+
+    def _alarm_of(
+        self, session: Session, device: Device, message: protocol.Location | protocol.Cancel
+    ) -> Alarm:
         assert message.alarm_id is not None
         alarm = self._find_alarm(session, device.id, message.alarm_id)
         if alarm is None:
@@ -362,19 +446,43 @@ class Store(DeliveryStore):
                 f"{message.type} for alarm {message.alarm_id!r}, which device {device.id!r} "
                 "never raised (or the hub has not stored)"
             )
-        defender = session.get(Defender, alarm.defender_id)
-        assert defender is not None
-        if isinstance(message, protocol.Cancel):
-            if alarm.cancel_seq != message.seq:  # not a copy of the cancel already applied
-                admit_seq(device, message.type, message.seq)
-                alarm.cancel_seq = message.seq
-                session.add(alarm)
-            self.lifecycle.cancel_request(session, alarm, defender, message.code, now, message.seq)
-        else:
-            self.lifecycle.location_update(
-                session, alarm, defender, message.seq, message.position, now
-            )
-        return True
+        return alarm
+
+
+def _answer_cancel(session: Session, alarm: Alarm, now: datetime) -> None:
+    """Tell the device again how its alarm ended, if it did: ``cancelled`` or ``resolved`` is
+    what settles a pending cancel (PROTOCOL.md 6); an open alarm gives no answer."""
+    stage = ack_stage_of(alarm)
+    if stage in (AckStage.CANCELLED, AckStage.RESOLVED):
+        device_ack(session, alarm, stage, now)
+
+
+def _note_odd_seq(
+    session: Session, alarm: Alarm, channel: str, seq: int, check: SeqCheck, now: datetime
+) -> None:
+    """Put on the alarm's timeline what was odd about the seq of an alarm or cancel accepted
+    anyway: a number already used by another message (suspicious), or one below the window."""
+    if check.verdict is SeqVerdict.SEEN:
+        kind = "seq_reused"
+        what = (
+            f"SUSPICIOUS: {channel} seq {seq} was already used by another message of this "
+            "device (a reset counter, or someone else holding its key)"
+        )
+    elif check.verdict is SeqVerdict.BELOW:
+        kind = "seq_below_window"
+        what = f"{channel} seq {seq} arrived after messages more than {REPLAY_WINDOW} newer"
+    else:
+        return
+    why = "its alarm_id is new" if channel == "alarm" else "no later cancel was applied"
+    session.add(
+        AlarmEvent(
+            alarm_pk=_pk(alarm),
+            at=now,
+            kind=kind,
+            actor=f"device:{alarm.device_id}",
+            detail=f"{what}; accepted, since {why}",
+        )
+    )
 
 
 def _report_to_hq(
@@ -386,15 +494,30 @@ def _report_to_hq(
     now: datetime,
     event: MessageEvent = MessageEvent.REJECTED,
 ) -> None:
-    """Queue the report of refused message ``rejected_pk`` to every HQ contact."""
+    """Queue the report of refused message ``rejected_pk`` to every HQ contact.
+
+    A report that cannot be written (a broken text, a bug) must not cost the refusal itself, or
+    the message would be neither kept nor acknowledged: the row stays, listed by the API, and
+    the failure is logged. A database error is raised: the caller's transaction is lost anyway.
+    """
     facts = MessageFacts(
         ref=f"R{rejected_pk}", kind="", defender="", timezone="UTC", device_id=device,
         device_ts=now, lat=None, lon=None, accuracy_m=None, fix_ts=None, battery=None, at=now,
         reason=reason, channel=channel or "?",
     )  # fmt: skip
-    for target in contacts_with_roles(session, None, (Role.HQ,)):
-        key = f"R{rejected_pk}:{target.key}"
-        queue(session, key, target, event, facts, rejected_pk=rejected_pk)
+    try:
+        with session.begin_nested():
+            for target in contacts_with_roles(session, None, (Role.HQ,)):
+                key = f"R{rejected_pk}:{target.key}"
+                queue(session, key, target, event, facts, rejected_pk=rejected_pk)
+    except SQLAlchemyError:
+        raise
+    except Exception as exc:
+        log.error(
+            "refused message R%s is kept, but its report to HQ could not be written (%s)",
+            rejected_pk,
+            type(exc).__name__,
+        )
 
 
 def _late(skew: float) -> str:
@@ -407,4 +530,12 @@ def _pk(row: Alarm) -> int:
     return row.id
 
 
-__all__ = ["AlarmOutcome", "DeliveryJob", "Store", "UnknownAlarm", "UnknownDevice", "ack_stage_of"]
+__all__ = [
+    "AlarmOutcome",
+    "DeliveryJob",
+    "Handled",
+    "Store",
+    "UnknownAlarm",
+    "UnknownDevice",
+    "ack_stage_of",
+]

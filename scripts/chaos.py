@@ -22,14 +22,14 @@ broker-kill  Mosquitto, holding alarms queued for the absent hub, is killed with
              the hub gets everything.
 db-down      PostgreSQL refuses the hub's database (the server keeps running) while alarms
              arrive: nothing is acknowledged while it is down, wristbands keep the alarms, all
-             are processed when it is back.
+             are processed when it is back, also when a newer alarm overtakes them.
 storm        --storm-devices devices raise an alarm each at once while the only channel answers
              503; then it recovers: every alarm is stored, acknowledged and delivered.
 
 Prints one table (scenario | seed | sent | stored | notified | duplicated | lost | seconds) and a
 line of facts per run. ``--seeds N`` runs each scenario N times (seeds --seed, --seed + 1, ...;
-a scenario that draws anything at random, such as hub-kill's kill moments, draws it from the
-seed; the others are run again as they are); ``--cpu-hog N`` keeps N busy processes running
+hub-kill draws its kill moments and db-down the moments of its alarms from the seed; the
+others are run again as they are); ``--cpu-hog N`` keeps N busy processes running
 beside the deployment, as a loaded machine would. Exits 1 if any alarm was lost, a duplicate
 fell outside the bound, or a scenario could not run; the working directory (each run's hub.log,
 broker log, database) is then kept and its path printed.
@@ -91,7 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"{DEFAULT_POSTGRES_URL})",
     )
     parser.add_argument(
-        "--seed", type=int, default=1, help="random seed of the kill moments (1); see --seeds"
+        "--seed",
+        type=int,
+        default=1,
+        help="random seed of hub-kill's kill moments and db-down's alarm order (1); see --seeds",
     )
     parser.add_argument(
         "--seeds", type=int, default=1, help="runs of each scenario, seeds --seed, --seed + 1, ..."
@@ -142,6 +145,7 @@ def runners(
             devices=args.devices,
             alarms=args.alarms,
             outage_s=args.outage,
+            seed=seed,
             timeout=args.timeout,
         ),
         "storm": lambda: run_storm(

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from hub.sealing import KEYS_ENV, Keyring
+from hub.store import Store
 from tests.support.api import ApiHub, api_hub
 from tests.support.brokers import RunningBroker, start_broker
+from tests.support.handler import DirectHandler
 from tests.support.receivers import HTTPReceiver, SMTPReceiver
 
 # Every engine and hub of the suite (and the hubs it starts as processes) seals positions with
@@ -88,6 +90,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     engine = make_engine(server_url)
     SQLModel.metadata.drop_all(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def handler(store: Store) -> Iterator[DirectHandler]:
+    """The hub's message handler on the module's ``store``, called without a broker."""
+    running = DirectHandler(store)
+    yield running
+    running.close()
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ key, so that they reach the schema parser, or not signed at all) and on the one 
 account may write (``owntracks/{its username}/+``), then one valid, signed alarm. Promises:
 
 - the valid alarm is stored, acknowledged and notified, whatever came before it;
-- every hostile message the hub received is kept as a RejectedMessage with a reason;
+- every hostile message the hub received is kept as a RejectedMessage with a reason (but a
+  signed, valid alarm with a new id and an old seq, which is stored: PROTOCOL.md 5.3);
 - the hub stays healthy, and neither its log nor any reason quotes a code or a coordinate
   from those payloads, nor a payload itself.
 
@@ -190,9 +191,9 @@ def hostile_messages(draw: st.DrawFn) -> Hostile:
     if kind == "unsigned-valid":  # a valid message without its signature
         message = make_alarm(f"unsigned-{draw(st.integers(0, 10**9))}", seq=2**40)
         return Hostile(topic(DEVICE, "alarm"), message.to_payload())
-    if kind == "replayed":  # signed, valid, but its seq is at or below the device's mark
+    if kind == "replayed":  # signed, valid, a new id but an old seq: stored, never refused
         message = make_alarm(f"replay-{draw(st.integers(0, 10**9))}", seq=draw(st.integers(0, 9)))
-        return Hostile(topic(DEVICE, "alarm"), message.to_payload())  # signed below
+        return Hostile(topic(DEVICE, "alarm"), message.to_payload(), kept=False)  # signed below
     payload = draw(hostile_bytes | json_values.map(dumps) | owntracks_like)
     if kind == "owntracks":  # the one other topic the device's account may write
         try:

@@ -1,6 +1,10 @@
 """When the database cannot store an alarm, the hub does not acknowledge it, the broker keeps it,
 and the alarm is processed once the database works again. Nothing about it reaches the log
-but its topic and the kind of error."""
+but its topic and the kind of error.
+
+"Cannot store" means the database takes neither the alarm nor its refusal: a database that
+takes a refusal is working, and a message that fails there is refused and acknowledged instead
+(tests/test_ingest_failures.py)."""
 
 from __future__ import annotations
 
@@ -27,13 +31,15 @@ def test_alarm_not_stored_is_not_acked_and_is_processed_after_recovery(
     caplog.set_level(logging.INFO)
     try:
         with RunningHub(config):
-            with store.engine.begin() as conn:  # the alarm table disappears: inserts fail
+            with store.engine.begin() as conn:  # nothing can be stored any more
                 conn.execute(text("ALTER TABLE alarm RENAME TO alarm_away"))
+                conn.execute(text("ALTER TABLE rejectedmessage RENAME TO rejected_away"))
             device.publish("alarm", make_alarm("during-outage").to_payload())
             wait_until(lambda: "database error" in caplog.text)
             assert device.stages("during-outage") == []  # no ack for what was not stored
             with store.engine.begin() as conn:
                 conn.execute(text("ALTER TABLE alarm_away RENAME TO alarm"))
+                conn.execute(text("ALTER TABLE rejected_away RENAME TO rejectedmessage"))
             wait_until(lambda: "received" in device.stages("during-outage"), timeout=20)
             stored = store.find_alarm("wb-1", "during-outage")
             assert stored is not None and stored.id is not None

@@ -166,3 +166,40 @@ def test_the_sqlite_files_are_readable_by_their_owner_only(tmp_path) -> None:
     for path in tmp_path.iterdir():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600, path.name
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_alarm_times_at_the_ends_of_the_range_read_back_unchanged_whatever_the_server_zone(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """Times are stored as UTC without an offset: a server (or database) in another zone
+    shifted every one of them, and 9999-12-31 23:59 UTC east of Greenwich did not read back."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy.engine import make_url
+
+    from hub.faults import scratch_database
+    from hub.faults.postgres import _admin_connect
+
+    with scratch_database(postgres_server_url) as url:
+        with _admin_connect(postgres_server_url) as conn:
+            name = make_url(url).database
+            conn.execute(f"ALTER DATABASE \"{name}\" SET timezone TO 'Pacific/Kiritimati'")
+        engine = make_engine(url)
+        try:
+            store = Store(engine)
+            people = populate(store.engine, NotifierRegistry([_Sink()]), tmp_path / "b", {})
+            for n, moment in enumerate(
+                [
+                    datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+                    datetime(1, 1, 1, tzinfo=UTC),
+                    datetime(2026, 3, 1, 12, tzinfo=UTC),
+                ]
+            ):
+                message = _alarm(f"al-{n}", seq=n + 1).model_copy(update={"ts": moment})
+                store.record_alarm(people.device_id, message)
+                stored = store.find_alarm(people.device_id, f"al-{n}")
+                assert stored is not None
+                assert stored.device_ts.replace(tzinfo=UTC) == moment
+        finally:
+            engine.dispose()

@@ -32,8 +32,10 @@ The scenarios and what each one proves:
 ``db-down``
     A fresh PostgreSQL database stops accepting connections (``ALLOW_CONNECTIONS false`` and
     its sessions terminated; the server itself keeps running) while alarms arrive, then accepts
-    them again. Proves: the hub acknowledges nothing it could not store (the wristbands keep the
-    alarms pending), and processes everything once the database is back.
+    them again; right then each wristband raises one more alarm, which overtakes its older
+    pending ones. Proves: the hub acknowledges nothing it could not store (the wristbands keep
+    the alarms pending), and stores everything once the database is back, whatever order the
+    broker and the wristbands re-send it in (the anti-replay window, PROTOCOL.md 5.3).
 ``storm``
     1,000 devices raise an alarm each within seconds while the only channel answers 503; then it
     recovers. Proves: ingest keeps up, every alarm is stored and acknowledged, and the

@@ -210,10 +210,17 @@ def run_db_down(
     devices: int = 4,
     alarms: int = 2,
     outage_s: float = 5.0,
+    seed: int | None = None,
     timeout: float = 120.0,
 ) -> FaultResult:
     """A scratch database on the PostgreSQL server of ``server_url`` refuses connections for
-    ``outage_s`` seconds while ``devices`` wristbands raise ``alarms`` each."""
+    ``outage_s`` seconds while ``devices`` wristbands raise ``alarms`` each, at random moments
+    of the outage, in a random order (``seed``); the moment it is back, each raises one more
+    (a defender pressing again because nobody came).
+
+    Each wristband then has several alarms in flight at once, and its newest one reaches the hub
+    before the older ones are re-sent: the hub must store every one, whatever their order."""
+    rng = random.Random(seed)
     with (
         scratch_database(server_url) as database_url,
         deployment(workdir, database_url, redelivery_delay_s=1.0) as site,
@@ -231,13 +238,18 @@ def run_db_down(
         errors_before = site.hub_log_count("database error")
         with database_outage(server_url, database_url):
             outage_started = time.monotonic()
-            during = [_trigger(band) for band in bands for _ in range(alarms)]
+            turns = [band for band in bands for _ in range(alarms)]
+            during = []
+            for band in rng.sample(turns, len(turns)):
+                during.append(_trigger(band))
+                time.sleep(rng.uniform(0.0, outage_s / len(turns)))
             refused = wait_for(lambda: site.hub_log_count("database error") > errors_before, 30)
             time.sleep(max(0.0, outage_s - (time.monotonic() - outage_started)))
             acked_while_down = _acked(bands, during)
             pending_while_down = len({a.alarm_id for b in bands for a in b.pending()})
             down_for = time.monotonic() - outage_started
-        sent = before + during
+        again = [_trigger(band) for band in rng.sample(bands, len(bands))]  # overtaking
+        sent = before + during + again
         settled = site.settle(sent, _pending(bands), timeout)
         return site.result(
             "db-down",
@@ -249,6 +261,7 @@ def run_db_down(
             in_flight=in_flight,
             checks={
                 "raised_while_down": len(during),
+                "raised_right_after": len(again),
                 "acked_while_down": acked_while_down,
                 "pending_while_down": pending_while_down,
                 "storage_errors_seen": int(refused),
@@ -256,7 +269,7 @@ def run_db_down(
             notes=(
                 f"database refused connections for {down_for:.1f} s; {len(during)} alarms "
                 f"raised meanwhile, {acked_while_down} acked while down, {pending_while_down} "
-                "kept pending on the wristbands"
+                f"kept pending on the wristbands, {len(again)} raised right after"
             ),
         )
 

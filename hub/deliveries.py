@@ -31,7 +31,7 @@ from hub.models import (
     Delivery,
     DeliveryStatus,
 )
-from hub.outbox import has_next_channel, queue_fallback
+from hub.outbox import failed_attempts, has_next_channel, queue_fallback
 from hub.plugin_api import DeliveryResult, Notification
 from hub.retry import RetryPolicy
 
@@ -84,9 +84,9 @@ class DeliveryStore:
         Only rows claimed longer than ``lease`` (default: the policy's, twice the send timeout)
         ago: a live hub cuts every send off after the timeout, so its rows are younger and are
         left alone (hubs' clocks must agree to well within the lease: NTP). This hub's own sends
-        in flight are never taken back. An interrupted attempt counts: a channel with no
-        attempts left moves on to the next channel, or is dead-lettered. Called at start-up and
-        before every claim round.
+        in flight are never taken back. An interrupted send is not a failure of the channel: it
+        goes again at once without using up an attempt, until the message's deadline (see
+        ``RetryPolicy.after_interruption``). Called at start-up and before every claim round.
         """
         now = self.clock.now()
         cutoff = now - (self.retry.lease if lease is None else lease)
@@ -109,6 +109,7 @@ class DeliveryStore:
                     + (f" (claimed {since.isoformat(timespec='seconds')})" if since else "")
                 )[:1000]
                 row.finished_at = now
+                row.interrupted += 1
                 self._after_failure(session, row, False, now, resend_now=True)
                 if row.alarm_pk is not None:
                     alarms.add(row.alarm_pk)
@@ -243,29 +244,28 @@ class DeliveryStore:
         now: datetime,
         resend_now: bool = False,
     ) -> None:
-        """Retry the channel later (or now: ``resend_now``), go to the next one, or dead letter."""
+        """Retry the channel later (or now, after an interruption: ``resend_now``), go to the
+        next one, or dead letter. Interrupted sends are not counted as the channel's attempts."""
+        deadline = _aware(row.deadline_at) or self.retry.deadline_from(
+            _aware(row.created_at) or now
+        )
+        failed = failed_attempts(row)
         if resend_now:
-            decision = self.retry.after_interruption(row.attempts, now)
+            decision = self.retry.after_interruption(row.attempts, now, deadline)
         else:
-            deadline = _aware(row.deadline_at) or self.retry.deadline_from(
-                _aware(row.created_at) or now
-            )
             decision = self.retry.after_failure(
-                row.attempts,
-                permanent,
-                now,
-                deadline,
-                last_channel=not has_next_channel(session, row),
+                failed, permanent, now, deadline, last_channel=not has_next_channel(session, row)
             )
         text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
         row.claimed_at = None
         if decision.retry_at is not None:
             row.status = (DeliveryStatus.PENDING if resend_now else DeliveryStatus.RETRYING).value
             row.next_try_at = None if resend_now else decision.retry_at
-            wait = (
-                "at once" if resend_now else f"in {(decision.retry_at - now).total_seconds():.0f} s"
-            )
-            text += f"; attempt {row.attempts + 1} of {self.retry.max_attempts} {wait}"
+            if resend_now:
+                text += f"; sent again at once ({failed} failed attempt(s) so far)"
+            else:
+                wait = (decision.retry_at - now).total_seconds()
+                text += f"; attempt {failed + 1} of {self.retry.max_attempts} in {wait:.0f} s"
             session.add(row)
             _delivery_event(session, row, "delivery_failed", text, now)
             return

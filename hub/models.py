@@ -246,6 +246,11 @@ class Delivery(SQLModel, table=True):
     short: str = Field(sa_column=Column(SealedText("delivery.short", ("", ERASED)), nullable=False))
     status: str = Field(default=DeliveryStatus.PENDING.value, index=True)
     attempts: int = Field(default=0, description="Sends tried on this channel (claims).")
+    interrupted: int = Field(
+        default=0,
+        description="Of those, sends cut off by a hub stop: not failures of the channel, so "
+        "they do not count against [delivery] max_attempts (hub/retry.py).",
+    )
     detail: str = Field(default="", description="The last attempt's result.")
     created_at: datetime = Field(default_factory=utc_now)
     finished_at: datetime | None = Field(default=None, description="End of the last attempt.")

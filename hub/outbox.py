@@ -37,6 +37,19 @@ def facts_for(alarm: Alarm, defender: Defender, **extra: object) -> MessageFacts
     return MessageFacts(**values)  # type: ignore[arg-type]
 
 
+def failed_attempts(row: Delivery) -> int:
+    """The channel's own attempts: every claim except sends cut off by a hub stop."""
+    return row.attempts - row.interrupted
+
+
+def attempts_text(row: Delivery) -> str:
+    """``3 attempt(s)``, and how many more sends a hub stop cut off, for HQ's reports."""
+    if row.interrupted and row.interrupted == row.attempts:
+        return f"{row.attempts} send(s), each cut off by a hub stop"
+    text = f"{failed_attempts(row)} attempt(s)"
+    return text + (f" (and {row.interrupted} cut off by a hub stop)" if row.interrupted else "")
+
+
 def key_exists(session: Session, key: str) -> bool:
     return session.exec(select(Delivery.id).where(Delivery.key == key)).first() is not None
 

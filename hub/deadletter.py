@@ -116,6 +116,7 @@ def _queue_alert(
         body=body,
         short=short,
         created_at=now,
+        hq_only=dead.hq_only,
     )
     session.add(alert)
     session.flush()
@@ -124,7 +125,10 @@ def _queue_alert(
 
 def _event(session: Session, row: Delivery, kind: str, detail: str, now: datetime) -> None:
     if row.alarm_pk is not None:
-        session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=detail[:2000]))
+        event = AlarmEvent(
+            alarm_pk=row.alarm_pk, at=now, kind=kind, detail=detail[:2000], hq_only=row.hq_only
+        )
+        session.add(event)
 
 
 __all__ = ["DEAD_LETTER_KIND", "dead_letter", "reference", "short_reference"]

@@ -61,10 +61,12 @@ PUBLIC_ROLES = frozenset({Role.PRESS, Role.PUBLIC})
 
 
 class DeliveryStatus(enum.StrEnum):
-    """pending -> sending -> sent | retrying (-> sending ...) | failed (moved on) | dead.
+    """pending -> sending -> sent | retrying (-> sending ...) | failed (moved on) | dead;
+    pending | retrying -> cancelled.
 
     ``failed``: this channel gave up and the message went on to the recipient's next channel;
-    ``dead``: no channel left — HQ is alerted (see ``hub.deadletter``).
+    ``dead``: no channel left — HQ is alerted (see ``hub.deadletter``); ``cancelled``: not sent
+    because its recipient was deactivated or deleted (``detail`` says which and when).
     """
 
     PENDING = "pending"
@@ -73,6 +75,7 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 #: Rows the dispatcher may claim (``retrying`` only once ``next_try_at`` has come).
@@ -202,6 +205,11 @@ class Alarm(SQLModel, table=True):
     )
     cancel_seq: int | None = Field(default=None, description="seq of the last cancel applied.")
     duress: bool = Field(default=False, description="A duress code was entered: escalate silently.")
+    duress_at: datetime | None = Field(
+        default=None,
+        description="When the duress code came: outside HQ the alarm looks cancelled from then "
+        "on (hub.disclosure).",
+    )
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None
     closed_at: datetime | None = None
@@ -216,6 +224,9 @@ class AlarmEvent(SQLModel, table=True):
     kind: str
     actor: str = "hub"
     detail: str = ""
+    hq_only: bool = Field(
+        default=False, description="Would reveal a duress code: shown to HQ only (hub.disclosure)."
+    )
 
 
 class Delivery(SQLModel, table=True):
@@ -266,6 +277,11 @@ class Delivery(SQLModel, table=True):
         default=None, description="When a dispatcher took it; a lease, see requeue_interrupted."
     )
     claimed_by: str | None = Field(default=None, max_length=100, description="Hub instance id.")
+    hq_only: bool = Field(
+        default=False,
+        description="About a duress alarm after its code (an HQ alert, a stage run early): it "
+        "would reveal the code, so it is shown to HQ only (hub.disclosure).",
+    )
 
 
 class Timer(SQLModel, table=True):

@@ -20,12 +20,11 @@ from hub import supervision
 from hub.authenticity import DeviceKey, SeqVerdict, admit_seq, clock_skew
 from hub.clock import Clock, SystemClock
 from hub.deliveries import DeliveryJob, DeliveryStore, new_instance_id
-from hub.lifecycle import Lifecycle
+from hub.lifecycle import Lifecycle, device_stage
 from hub.messages import MessageFacts
 from hub.models import (
     Alarm,
     AlarmEvent,
-    AlarmState,
     Defender,
     Delivery,
     Device,
@@ -58,17 +57,8 @@ class AlarmOutcome:
     device_key: str | None = None  #: signs the ack (PROTOCOL.md 5.5), set by the ingest; secret
 
 
-def ack_stage_of(alarm: Alarm) -> AckStage:
-    """What a copy of a stored alarm is answered with. A duress alarm always says "cancelled"."""
-    if alarm.duress or alarm.state == AlarmState.CANCELLED:
-        return AckStage.CANCELLED
-    if alarm.state in (AlarmState.RESOLVED, AlarmState.FALSE_ALARM):
-        return AckStage.RESOLVED
-    if alarm.acknowledged_at is not None:
-        return AckStage.RESPONDER_COMING
-    if alarm.state == AlarmState.RECEIVED:
-        return AckStage.RECEIVED
-    return AckStage.NOTIFIED
+#: What a copy of a stored alarm is answered with (a duress alarm always says "cancelled").
+ack_stage_of = device_stage
 
 
 def _utc(moment: datetime) -> datetime:

@@ -120,7 +120,8 @@ def run_hub_kill(
 
     The recipients answer after ``SLOW_PARTNER_S``, so kills also land in the middle of sends.
     The aimed kills cut the same deliveries off again and again (a hub in a restart loop): an
-    interruption is not a failure of the channel, so they must still be delivered.
+    interruption is not a failure of the channel, so they must still be delivered (a delivery
+    given up instead is never claimed again: the aimed kills stop short of ``aimed``).
     ``delivery_timeout_s`` sets the lease after which a restarted hub sends them again.
     """
     rng = random.Random(seed)
@@ -171,19 +172,24 @@ def run_hub_kill(
 
 
 def _kill_mid_send(site: Site, kills: int, in_flight: set[Claim], wait: float) -> int:
-    """Kill the hub ``kills`` times, each once it has claimed a send not seen at an earlier
-    kill, and restart it; returns the kills that landed (none once nothing is left to send).
-    ``in_flight`` gains the claims each kill caught."""
+    """Kill the hub ``kills`` times while it sends, and restart it; returns the kills that
+    landed. The first lands on whatever the hub claims next; each later one waits until the
+    hub claims one of those same deliveries again (after their lease), so they are cut off
+    every time — until they are sent, or given up. ``in_flight`` gains the claims caught."""
     landed = 0
+    targets: set[int] = set()
 
-    def new_claim() -> bool:
-        return bool(site.sends_in_flight() - in_flight)
+    def claimed_again() -> bool:
+        fresh = site.sends_in_flight() - in_flight
+        return any(row in targets for row, _ in fresh) if targets else bool(fresh)
 
     for _ in range(kills):
-        if not wait_for(new_claim, wait, interval=0.02):
+        if not wait_for(claimed_again, wait, interval=0.02):
             break
         site.kill_hub()
-        in_flight |= site.sends_in_flight()
+        caught = site.sends_in_flight() - in_flight  # read while nothing writes
+        in_flight |= caught
+        targets = targets or {row for row, _ in caught}
         landed += 1
         site.start_hub()
     return landed

@@ -16,8 +16,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from hub import supervision
+from hub.acklinks import AckLink, find_link
 from hub.clock import Clock, SystemClock
-from hub.codes import token_hash
 from hub.lifecycle import FIRST_MESSAGE_KINDS, Lifecycle, LifecycleError, event
 from hub.models import (
     CLOSED_STATES,
@@ -107,44 +107,40 @@ class AlarmActions:
     # -- acknowledgement links ----------------------------------------------------------------
 
     def describe_token(self, token: str) -> tuple[str, str] | None:
-        """(recipient, alarm reference) for a valid link, without acknowledging anything."""
+        """(recipient, alarm reference) for a link that works, without acknowledging anything.
+        None for a link that does not (or no longer) work: ``hub.acklinks``."""
         with Session(self.engine) as session:
-            delivery = self._delivery_for(session, token)
-            if delivery is None or delivery.alarm_pk is None:
-                return None
-            return delivery.recipient, f"A{delivery.alarm_pk}"
+            link = self._link(session, token)
+            return None if link is None else (link.delivery.recipient, link.ref)
 
     def acknowledge_token(self, token: str) -> tuple[str, str] | None:
         """Acknowledge as the recipient the link was sent to.
 
-        Returns (alarm reference, alarm state), or None for an unknown link. A closed alarm is
-        not acknowledged any more: its state says why.
+        Returns (alarm reference, alarm state as the link's holder may see it), or None for a
+        link that does not work. A closed alarm is not acknowledged any more: its state says
+        why. After a duress code a recipient told "cancelled" sees a cancelled alarm and
+        acknowledges nothing; HQ's timeline notes that they tried.
         """
         with Session(self.engine) as session:
-            delivery = self._delivery_for(session, token)
-            if delivery is None or delivery.alarm_pk is None:
+            link = self._link(session, token)
+            if link is None:
                 return None
-            alarm = session.get(Alarm, delivery.alarm_pk)
-            assert alarm is not None
-            defender = session.get(Defender, alarm.defender_id)
-            assert defender is not None
-            closed = AlarmState(alarm.state) in CLOSED_STATES
-            if delivery.acknowledged_at is None and not closed:
+            alarm, delivery, now = link.alarm, link.delivery, self.clock.now()
+            if link.closed and AlarmState(alarm.state) not in CLOSED_STATES:
+                detail = f"{delivery.recipient} opened their link after the duress code"
+                event(session, alarm, "link_after_duress", detail, actor=delivery.recipient, at=now)
+                session.commit()
+            elif delivery.acknowledged_at is None and not link.closed:
+                defender = session.get(Defender, alarm.defender_id)
+                assert defender is not None
                 self.lifecycle.acknowledge(
-                    session,
-                    alarm,
-                    defender,
-                    delivery.recipient,
-                    self.clock.now(),
-                    delivery=delivery,
+                    session, alarm, defender, delivery.recipient, now, delivery=delivery
                 )
                 session.commit()
-            return f"A{alarm.id}", alarm.state
+            return link.ref, link.state.value
 
-    @staticmethod
-    def _delivery_for(session: Session, token: str) -> Delivery | None:
-        query = select(Delivery).where(Delivery.ack_token_hash == token_hash(token))
-        return session.exec(query).first()
+    def _link(self, session: Session, token: str) -> AckLink | None:
+        return find_link(session, token, self.clock.now(), self.lifecycle.settings.ack_link_grace)
 
     # -- what the running hub does on every tick ----------------------------------------------
 

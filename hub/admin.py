@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,8 @@ from devicekit.signing import new_key
 from devicekit.topics import validate_device_id
 from hub.codes import hash_code
 from hub.escalation import load_policy_file, save_policy
-from hub.models import Contact, Defender, Device, Responder, Role
+from hub.models import Contact, Defender, Device, Responder, Role, utc_now
+from hub.outbox import cancel_open_deliveries
 from hub.plugin_manager import NotifierRegistry
 
 if TYPE_CHECKING:
@@ -298,6 +300,40 @@ def add_contact(
         session.commit()
         session.refresh(contact)
         return contact
+
+
+@dataclass(frozen=True)
+class ContactChange:
+    """What ``set_contact_active`` did."""
+
+    contact: Contact
+    cancelled: int  #: messages that were waiting to go to it and never will
+
+
+def set_contact_active(
+    engine: Engine, contact_id: int, active: bool, actor: str, now: datetime | None = None
+) -> ContactChange:
+    """Activate a contact, or deactivate it: from this commit on it receives nothing at all.
+
+    Deactivating cancels every message still waiting to go to it (pending or waiting for a
+    retry), each with the reason on its alarm's timeline; its acknowledgement links stop
+    working; no stage, reminder, location update, closing message or fallback channel reaches
+    it any more (``hub.recipients``). A send already under way cannot be called back.
+    """
+    now = now or utc_now()
+    with Session(engine) as session:
+        contact = session.get(Contact, contact_id)
+        if contact is None:
+            raise AdminError(f"no contact with id {contact_id}; see `natalia contact list`")
+        contact.active = active
+        session.add(contact)
+        cancelled = 0
+        if not active:
+            reason = f"the contact was deactivated by {actor}"
+            cancelled = cancel_open_deliveries(session, reason, now, contact_id=contact_id)
+        session.commit()
+        session.refresh(contact)
+        return ContactChange(contact, cancelled)
 
 
 def list_devices(engine: Engine) -> list[Device]:

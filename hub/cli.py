@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = contact.add_parser("list")
     _add_config(listing)
     listing.set_defaults(func=commands.contact_list)
+    from hub.commands_delivery import add_contact_state_commands, add_retention_commands
+
+    add_contact_state_commands(contact, _add_config)
 
     device = groups.add_parser("device", help="wristbands").add_subparsers(
         dest="action", required=True
@@ -219,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hub.commands_keys import add_keys_commands
 
     add_keys_commands(groups, _add_config)
+    add_retention_commands(groups, _add_config)
     return parser
 
 

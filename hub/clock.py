@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, overload
 
 
 class Clock(Protocol):
@@ -32,3 +32,15 @@ class FakeClock:
         with self._lock:
             self._now += timedelta(seconds=seconds, **kwargs)
             return self._now
+
+
+@overload
+def stored_utc(moment: datetime) -> datetime: ...
+@overload
+def stored_utc(moment: None) -> None: ...
+def stored_utc(moment: datetime | None) -> datetime | None:
+    """A time read back from the database as aware UTC (SQLite, and PostgreSQL's ``timestamp``,
+    give naive ones), so it compares with ``Clock.now()``."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)

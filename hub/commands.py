@@ -219,7 +219,8 @@ def contact_list(args: argparse.Namespace) -> int:
 
     for contact in list_contacts(_engine(_config(args))):
         owner = "HQ" if contact.defender_id is None else f"defender {contact.defender_id}"
-        print(f"{contact.id}\t{contact.name}\t{owner}\t{mask_url(contact.channel_url)}")
+        state = "" if contact.active else "\tdeactivated"
+        print(f"{contact.id}\t{contact.name}\t{owner}\t{mask_url(contact.channel_url)}{state}")
     return 0
 
 

@@ -135,6 +135,19 @@ class HttpConfig(_Section):
         description="How recipients reach this server (https behind a reverse proxy); "
         "acknowledgement links are sent only when set.",
     )
+    ack_link_grace_s: float = Field(
+        default=86400,
+        ge=0,
+        description="An acknowledgement link says 'closed' this long after its alarm closed, "
+        "then stops working.",
+    )
+    ack_link_misses: int = Field(
+        default=20,
+        ge=1,
+        description="Links that do not work one client address may open per "
+        "ack_link_misses_window_s before it gets 429.",
+    )
+    ack_link_misses_window_s: float = Field(default=600, gt=0)
 
 
 class TimersConfig(_Section):

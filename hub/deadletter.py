@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlmodel import Session
 
 from hub.models import AlarmEvent, Delivery, Role
-from hub.outbox import key_exists
+from hub.outbox import attempts_text, key_exists
 from hub.plugin_api import mask_url
 from hub.recipients import Target, contacts_with_roles
 
@@ -65,7 +65,7 @@ def dead_letter(session: Session, row: Delivery, reason: str, now: datetime) -> 
     ref = reference(row)
     summary = (
         f"{row.recipient} via {row.channel_masked} ({row.kind} message, {ref}) failed for good "
-        f"after {row.attempts} attempt(s), {reason}: {row.detail}"
+        f"after {attempts_text(row)}, {reason}: {row.detail}"
     )
     if row.kind == DEAD_LETTER_KIND:
         log.error("HQ alert about a dead letter could not be delivered either: %s", summary)
@@ -91,7 +91,7 @@ def _queue_alert(
     title = f"Delivery failed for good: {dead.recipient}"
     body = (
         f"Delivery failed for good: {dead.recipient} via {dead.channel_masked}, {ref} "
-        f"({dead.kind} message), after {dead.attempts} attempt(s) on this channel: "
+        f"({dead.kind} message), after {attempts_text(dead)} on this channel: "
         f"{dead.detail}\n\nNo channel of {dead.recipient} is left: please reach them "
         "another way."
         + (f" Timeline: natalia alarms show A{dead.alarm_pk}" if dead.alarm_pk else "")
@@ -116,6 +116,7 @@ def _queue_alert(
         body=body,
         short=short,
         created_at=now,
+        hq_only=dead.hq_only,
     )
     session.add(alert)
     session.flush()
@@ -124,7 +125,10 @@ def _queue_alert(
 
 def _event(session: Session, row: Delivery, kind: str, detail: str, now: datetime) -> None:
     if row.alarm_pk is not None:
-        session.add(AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=detail[:2000]))
+        event = AlarmEvent(
+            alarm_pk=row.alarm_pk, at=now, kind=kind, detail=detail[:2000], hq_only=row.hq_only
+        )
+        session.add(event)
 
 
 __all__ = ["DEAD_LETTER_KIND", "dead_letter", "reference", "short_reference"]

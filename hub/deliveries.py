@@ -12,14 +12,14 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, or_, select, update
 
 from devicekit import protocol
 from devicekit.protocol import AckStage
-from hub.clock import Clock
+from hub.clock import Clock, stored_utc
 from hub.deadletter import DEAD_LETTER_KIND, dead_letter, short_reference
 from hub.lifecycle import device_ack
 from hub.models import (
@@ -31,8 +31,9 @@ from hub.models import (
     Delivery,
     DeliveryStatus,
 )
-from hub.outbox import has_next_channel, queue_fallback
+from hub.outbox import cancel, failed_attempts, has_next_channel, queue_fallback
 from hub.plugin_api import DeliveryResult, Notification
+from hub.recipients import recipient_stopped
 from hub.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,6 @@ class DeliveryJob:
     notification: Notification
     #: The row's ``attempts`` when claimed: identifies this claim in ``finish_delivery``.
     attempt: int | None = None
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """A stored time as aware UTC (SQLite, and PostgreSQL's ``timestamp``, give naive ones)."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def new_instance_id() -> str:
@@ -84,9 +78,9 @@ class DeliveryStore:
         Only rows claimed longer than ``lease`` (default: the policy's, twice the send timeout)
         ago: a live hub cuts every send off after the timeout, so its rows are younger and are
         left alone (hubs' clocks must agree to well within the lease: NTP). This hub's own sends
-        in flight are never taken back. An interrupted attempt counts: a channel with no
-        attempts left moves on to the next channel, or is dead-lettered. Called at start-up and
-        before every claim round.
+        in flight are never taken back. An interrupted send is not a failure of the channel: it
+        goes again at once without using up an attempt, until the message's deadline (see
+        ``RetryPolicy.after_interruption``). Called at start-up and before every claim round.
         """
         now = self.clock.now()
         cutoff = now - (self.retry.lease if lease is None else lease)
@@ -103,12 +97,13 @@ class DeliveryStore:
             rows = [row for row in rows if not self._sending_here(row)]
             alarms = set()
             for row in rows:
-                since = _aware(row.claimed_at)
+                since = stored_utc(row.claimed_at)
                 row.detail = (
                     f"interrupted: hub {row.claimed_by or '?'} stopped while sending"
                     + (f" (claimed {since.isoformat(timespec='seconds')})" if since else "")
                 )[:1000]
                 row.finished_at = now
+                row.interrupted += 1
                 self._after_failure(session, row, False, now, resend_now=True)
                 if row.alarm_pk is not None:
                     alarms.add(row.alarm_pk)
@@ -122,7 +117,8 @@ class DeliveryStore:
         """Mark up to ``limit`` deliveries that are due as sending (by this hub) and return them.
 
         Due: ``pending``, or ``retrying`` whose ``next_try_at`` has come. The first claim of a
-        message starts its deadline.
+        message starts its deadline. A row whose recipient was deactivated or deleted since it
+        was queued is cancelled instead (``hub.recipients.recipient_stopped``).
         """
         now = self.clock.now()
         with Session(self.engine) as session:
@@ -137,7 +133,13 @@ class DeliveryStore:
                 .with_for_update(skip_locked=True)
             ).all()
             jobs = []
+            cancelled: set[int] = set()
             for row in rows:
+                if (stopped := recipient_stopped(session, row)) is not None:
+                    cancel(session, row, stopped, now)
+                    if row.alarm_pk is not None:
+                        cancelled.add(row.alarm_pk)
+                    continue
                 row.status = DeliveryStatus.SENDING.value
                 row.attempts += 1
                 row.claimed_at = now
@@ -149,6 +151,9 @@ class DeliveryStore:
                 assert row.id is not None
                 notification = _notification(row, self._is_test(session, row))
                 jobs.append(DeliveryJob(row.id, row.alarm_pk, notification, row.attempts))
+            session.flush()
+            for alarm_pk in sorted(cancelled):  # a cancel may end the first round
+                self._complete_if_all_done(session, alarm_pk, now)
             session.commit()
             self._in_flight.update(job.delivery_id for job in jobs)
             return jobs
@@ -243,29 +248,31 @@ class DeliveryStore:
         now: datetime,
         resend_now: bool = False,
     ) -> None:
-        """Retry the channel later (or now: ``resend_now``), go to the next one, or dead letter."""
+        """Retry the channel later (or now, after an interruption: ``resend_now``), go to the
+        next one, or dead letter. Interrupted sends are not counted as the channel's attempts."""
+        if (stopped := recipient_stopped(session, row)) is not None:
+            cancel(session, row, stopped, now)  # no retry, no fallback, no dead letter
+            return
+        deadline = stored_utc(row.deadline_at) or self.retry.deadline_from(
+            stored_utc(row.created_at) or now
+        )
+        failed = failed_attempts(row)
         if resend_now:
-            decision = self.retry.after_interruption(row.attempts, now)
+            decision = self.retry.after_interruption(row.attempts, now, deadline)
         else:
-            deadline = _aware(row.deadline_at) or self.retry.deadline_from(
-                _aware(row.created_at) or now
-            )
             decision = self.retry.after_failure(
-                row.attempts,
-                permanent,
-                now,
-                deadline,
-                last_channel=not has_next_channel(session, row),
+                failed, permanent, now, deadline, last_channel=not has_next_channel(session, row)
             )
         text = f"{row.recipient} via {row.channel_masked}: {row.detail}".strip()
         row.claimed_at = None
         if decision.retry_at is not None:
             row.status = (DeliveryStatus.PENDING if resend_now else DeliveryStatus.RETRYING).value
             row.next_try_at = None if resend_now else decision.retry_at
-            wait = (
-                "at once" if resend_now else f"in {(decision.retry_at - now).total_seconds():.0f} s"
-            )
-            text += f"; attempt {row.attempts + 1} of {self.retry.max_attempts} {wait}"
+            if resend_now:
+                text += f"; sent again at once ({failed} failed attempt(s) so far)"
+            else:
+                wait = (decision.retry_at - now).total_seconds()
+                text += f"; attempt {failed + 1} of {self.retry.max_attempts} in {wait:.0f} s"
             session.add(row)
             _delivery_event(session, row, "delivery_failed", text, now)
             return
@@ -306,7 +313,13 @@ class DeliveryStore:
         alarm.state = AlarmState.NOTIFIED.value
         session.add(alarm)
         session.add(
-            AlarmEvent(alarm_pk=alarm_pk, at=now, kind="notified", detail="first round complete")
+            AlarmEvent(
+                alarm_pk=alarm_pk,
+                at=now,
+                kind="notified",
+                detail="first round complete",
+                hq_only=alarm.duress,  # a cancelled alarm's first round never completes
+            )
         )
         if not alarm.duress:
             device_ack(session, alarm, AckStage.NOTIFIED, now)
@@ -322,9 +335,15 @@ class DeliveryStore:
 
 def _delivery_event(session: Session, row: Delivery, kind: str, text: str, now: datetime) -> None:
     if row.alarm_pk is not None:
-        session.add(
-            AlarmEvent(alarm_pk=row.alarm_pk, at=now, kind=kind, detail=text[:2000], role=row.role)
+        event = AlarmEvent(
+            alarm_pk=row.alarm_pk,
+            at=now,
+            kind=kind,
+            detail=text[:2000],
+            role=row.role,
+            hq_only=row.hq_only,
         )
+        session.add(event)
 
 
 def _reference(row: Delivery) -> str:

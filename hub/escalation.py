@@ -9,7 +9,9 @@ a condition:
 ``never``           kept in the policy but switched off
 
 Press and public roles are used only for defenders who allow public broadcast themselves
-(``Defender.allow_public_broadcast``): some defenders are endangered by publicity.
+(``Defender.allow_public_broadcast``): some defenders are endangered by publicity. They get the
+public texts only: a stage that reaches them cannot have reminders (a reminder asks its reader
+to acknowledge and shows the position).
 """
 
 from __future__ import annotations
@@ -19,10 +21,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails
 from sqlmodel import Session, select
 
-from hub.models import Defender, EscalationPolicy, Role
+from hub.models import PUBLIC_ROLES, Defender, EscalationPolicy, Role
 
 DEFAULT_POLICY_NAME = "default"
 
@@ -42,7 +53,9 @@ class Stage(BaseModel):
     condition: Condition = Condition.IMMEDIATELY
     delay_s: int = Field(default=0, ge=0, le=7 * 24 * 3600)
     reminder_interval_s: int | None = Field(
-        default=None, ge=30, description="Repeat to recipients who have not acknowledged."
+        default=None,
+        ge=30,
+        description="Repeat to recipients who have not acknowledged (never press or public).",
     )
 
     @field_validator("roles")
@@ -76,6 +89,23 @@ class PolicyDocument(BaseModel):
             raise ValueError("stage names must be unique")
         return stages
 
+    @model_validator(mode="after")
+    def _no_reminders_to_public_roles(self, info: ValidationInfo) -> PolicyDocument:
+        """A reminder asks its reader to acknowledge and shows the position: never to a press
+        or public channel. A policy stored before this rule still loads (``STORED``); the hub
+        never reminds those roles anyway (``Lifecycle.run_reminder``)."""
+        if isinstance(info.context, dict) and info.context.get(STORED):
+            return self
+        for stage in self.stages:
+            public = ", ".join(role.value for role in stage.roles if role in PUBLIC_ROLES)
+            if stage.reminder_interval_s is not None and public:
+                raise ValueError(
+                    f"stage {stage.name!r} has reminders but reaches {public}: reminders cannot "
+                    "go to press or public channels; remove reminder_interval_s or put "
+                    f"{public} in a stage of their own"
+                )
+        return self
+
 
 #: What a new installation does: HQ, trusted contacts and nearby responders at once (reminded
 #: every 5 minutes); partners and embassies after 10 minutes without acknowledgement; press and
@@ -102,15 +132,25 @@ class PolicyError(ValueError):
     """A policy file that cannot be used; the message names the problem."""
 
 
-def parse_policy(data: dict[str, Any]) -> PolicyDocument:
+#: Validation context of a policy read back from the database (written under older rules).
+STORED = "stored"
+
+
+def parse_policy(data: dict[str, Any], *, stored: bool = False) -> PolicyDocument:
+    """Validate a policy; ``stored``: one the database already holds, checked leniently where
+    a newer rule would refuse what an older version accepted (the hub must still run it)."""
     try:
-        return PolicyDocument.model_validate(data)
+        return PolicyDocument.model_validate(data, context={STORED: stored})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-            for err in exc.errors(include_input=False)
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors(include_input=False))
         raise PolicyError(f"invalid escalation policy: {problems}") from None
+
+
+def _problem(error: ErrorDetails) -> str:
+    """``stages.0.delay_s: Input should be ...``; a rule about the whole policy without a key."""
+    where = ".".join(str(part) for part in error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def load_policy_file(path: Path) -> PolicyDocument:
@@ -132,7 +172,7 @@ def policy_for(session: Session, defender: Defender) -> PolicyDocument:
         row = session.exec(
             select(EscalationPolicy).where(EscalationPolicy.name == DEFAULT_POLICY_NAME)
         ).first()
-    return parse_policy(row.document) if row is not None else DEFAULT_POLICY
+    return parse_policy(row.document, stored=True) if row is not None else DEFAULT_POLICY
 
 
 def save_policy(session: Session, name: str, policy: PolicyDocument) -> EscalationPolicy:

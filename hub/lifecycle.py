@@ -6,10 +6,16 @@ Every function works inside the caller's session and transaction and takes ``now
 hub's clock. What must happen later is a ``Timer`` row; what the device must hear is a
 ``DeviceAck`` row; what people must read is a ``Delivery`` row. So an HQ action taken from the
 CLI and a timer that fires after a restart behave exactly like anything done by the running hub.
+
+Recipients come from ``hub.recipients``, which never returns a deactivated contact or a responder
+taken off call. Press and public channels (``PUBLIC_ROLES``) get the public texts only: never an
+acknowledgement link, a reminder or a live position. A duress code looks like a real cancel to
+everyone outside HQ (``cancel_request``; what the API may show: ``hub.disclosure``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,7 +23,9 @@ from sqlmodel import Session, col, select
 
 from devicekit.protocol import AckStage, AlarmKind, Position
 from hub.codes import code_matches
+from hub.disclosure import closing_key, sees_cancelled
 from hub.escalation import Condition, PolicyDocument, Stage, policy_for
+from hub.messages import MessageFacts
 from hub.models import (
     CLOSED_STATES,
     PUBLIC_ROLES,
@@ -51,6 +59,8 @@ class LifecycleError(ValueError):
 class LifecycleSettings:
     ack_base_url: str | None = None
     responder_max_age: timedelta = timedelta(minutes=30)
+    #: An acknowledgement link works this long after its alarm closed (hub.acklinks).
+    ack_link_grace: timedelta = timedelta(hours=24)
 
 
 def event(
@@ -61,11 +71,13 @@ def event(
     actor: str = "hub",
     at: datetime | None = None,
 ) -> None:
+    """Add to the alarm's timeline; after a duress code, for HQ only (hub.disclosure)."""
     values: dict[str, object] = {
         "alarm_pk": _pk(alarm),
         "kind": kind,
         "actor": actor,
         "detail": detail,
+        "hq_only": alarm.duress,
     }
     if at is not None:
         values["at"] = at
@@ -143,6 +155,10 @@ class Lifecycle:
         roles = stage.roles
         if alarm.kind == AlarmKind.TEST.value:
             roles = tuple(role for role in roles if role not in PUBLIC_ROLES)
+        elif alarm.duress and any(r in PUBLIC_ROLES for r in roles):
+            # Anything public after a duress code would tell the world it was no real cancel.
+            roles = tuple(role for role in roles if role not in PUBLIC_ROLES)
+            event(session, alarm, "public_withheld", f"{stage.name}: duress code entered", at=now)
         elif not defender.allow_public_broadcast and any(r in PUBLIC_ROLES for r in roles):
             roles = tuple(role for role in roles if role not in PUBLIC_ROLES)
             event(
@@ -222,7 +238,11 @@ class Lifecycle:
         round_: int,
         now: datetime,
     ) -> str:
-        """Remind every recipient of ``stage`` who has not acknowledged; schedule the next round."""
+        """Remind every recipient of ``stage`` who has not acknowledged; schedule the next round.
+
+        Never a press or public channel (a reminder asks its reader to acknowledge, and shows the
+        position), nor anyone deactivated since, nor anyone told the alarm was cancelled.
+        """
         if AlarmState(alarm.state) in CLOSED_STATES:
             return f"stopped: alarm {alarm.state}"
         stages = policy_for(session, defender).stages
@@ -234,9 +254,7 @@ class Lifecycle:
         sent = 0
         for delivery in self._first_deliveries(session, alarm, stage):
             key = delivery_target_key(delivery)
-            if key in acknowledged:
-                continue
-            target = target_by_key(session, key)
+            target = None if key in acknowledged else _privately_told(session, alarm, key)
             if target is None:
                 continue
             queued = queue(
@@ -288,7 +306,8 @@ class Lifecycle:
             if alarm.state in (AlarmState.RECEIVED, AlarmState.NOTIFIED):
                 alarm.state = AlarmState.ACKNOWLEDGED.value
             session.add(alarm)
-            device_ack(session, alarm, AckStage.RESPONDER_COMING, now)
+            if not alarm.duress:  # after a duress code the wristband hears only "cancelled"
+                device_ack(session, alarm, AckStage.RESPONDER_COMING, now)
         facts = facts_for(alarm, defender, at=now, actor=actor)
         for target in hq_targets(session, alarm):
             if delivery is None or target.key != delivery_target_key(delivery):
@@ -355,7 +374,11 @@ class Lifecycle:
         actor: str,
         now: datetime,
     ) -> None:
-        """Resolve, mark a false alarm, or cancel: stop timers, tell the device and all told."""
+        """Resolve, mark a false alarm, or cancel: stop timers, tell the device and all told.
+
+        After a duress code, the device and everyone who was told "cancelled" then have heard
+        their last word about this alarm, as after a real cancel: only HQ hears of the close.
+        """
         self._require_open(alarm)
         alarm.state = state.value
         alarm.closed_at = now
@@ -367,20 +390,27 @@ class Lifecycle:
             timer.done_at = now
             timer.outcome = f"cancelled: alarm {state.value}"
             session.add(timer)
-        stage = AckStage.CANCELLED if state is AlarmState.CANCELLED else AckStage.RESOLVED
-        device_ack(session, alarm, stage, now)
+        if not alarm.duress:
+            stage = AckStage.CANCELLED if state is AlarmState.CANCELLED else AckStage.RESOLVED
+            device_ack(session, alarm, stage, now)
+        facts = facts_for(alarm, defender, at=now, actor=actor)
+        self._tell_told(session, alarm, state.value, facts)
+
+    def _tell_told(self, session: Session, alarm: Alarm, what: str, facts: MessageFacts) -> None:
+        """Send the closing message ``what`` to everyone told of the alarm who may still
+        receive, except those who must see it as cancelled already (``hub.disclosure``)."""
         for key in sorted(self._told_targets(session, alarm)):
             target = target_by_key(session, key)
-            if target is None:
+            if target is None or sees_cancelled(session, alarm, key, target.role):
                 continue
             # Closing texts may be published: a public channel never names a staff member.
-            who = "HQ" if target.role in PUBLIC_ROLES else actor
+            who = "HQ" if target.role in PUBLIC_ROLES else facts.actor
             queue(
                 session,
-                f"A{alarm.id}:{state.value}:{key}",
+                closing_key(alarm, what, key),
                 target,
-                state.value,
-                facts_for(alarm, defender, at=now, actor=who),
+                what,
+                dataclasses.replace(facts, actor=who),
                 alarm_pk=_pk(alarm),
             )
 
@@ -393,49 +423,77 @@ class Lifecycle:
         now: datetime,
         seq: int = 0,
     ) -> str:
-        """The defender entered a code on the wristband. Returns "cancelled", "duress" or
-        "refused". A duress code looks exactly like a cancel to the device and to whoever holds
-        it, while the alarm escalates at once, marked as duress for HQ."""
-        if AlarmState(alarm.state) in CLOSED_STATES:
-            return "closed"
+        """The defender entered a code on the wristband. Returns "cancelled", "duress",
+        "closed" or "refused".
+
+        A duress code looks exactly like a cancel to the device and to everyone outside HQ: the
+        wristband hears "cancelled" (and nothing after), everyone told of the alarm gets the
+        very "cancelled" message a real cancel sends (and, except HQ, nothing after: no
+        reminder, no position, and their links say "cancelled"), while HQ is told DURESS and
+        the stages still waiting run at once (never a public one). A cancel of an alarm that
+        is closed, or that a duress code already "cancelled", is answered with "cancelled"
+        again (every copy of a cancel gets its answer: PROTOCOL.md section 6) and changes
+        nothing: after a duress code, not even the real cancel code can close the alarm; only
+        HQ can.
+        """
+        if AlarmState(alarm.state) in CLOSED_STATES or alarm.duress:
+            device_ack(session, alarm, device_stage(alarm), now)
+            if alarm.duress and AlarmState(alarm.state) not in CLOSED_STATES:
+                detail = f"cancel seq {seq} after the duress code: answered, alarm stays open"
+                self._event_once(session, alarm, "cancel_after_duress", detail, now)
+            return "duress" if alarm.duress else "closed"
         if code_matches(code, defender.duress_code_hash):
-            if not alarm.duress:
-                alarm.duress = True
-                session.add(alarm)
-                event(session, alarm, "duress", "duress code entered: escalating", at=now)
-                device_ack(session, alarm, AckStage.CANCELLED, now)
-                self.escalate_now(session, alarm, defender, "hub", now, "duress code entered")
-                facts = facts_for(alarm, defender, at=now)
-                for target in hq_targets(session, alarm):
-                    queue(
-                        session,
-                        f"A{alarm.id}:duress:{target.key}",
-                        target,
-                        "alarm",
-                        facts,
-                        alarm_pk=_pk(alarm),
-                        ack_base_url=self.settings.ack_base_url,
-                    )
-            else:
-                device_ack(session, alarm, AckStage.CANCELLED, now)
+            self._duress(session, alarm, defender, now)
             return "duress"
         if code_matches(code, defender.cancel_code_hash):
             self.close(session, alarm, defender, AlarmState.CANCELLED, "defender", now)
             return "cancelled"
         reason = "wrong code" if defender.cancel_code_hash else "no cancel code is set"
-        detail = f"cancel seq {seq}: {reason}"
+        self._event_once(session, alarm, "cancel_refused", f"cancel seq {seq}: {reason}", now)
+        return "refused"
+
+    def _duress(self, session: Session, alarm: Alarm, defender: Defender, now: datetime) -> None:
+        """What a real cancel shows to everyone; then, for HQ only, a duress alarm and the
+        escalation.
+
+        The "cancelled" messages and timeline entry come first, recorded as a real cancel
+        records them; everything after the code is marked for HQ only (``hub.disclosure``).
+        """
+        cancelled = AlarmState.CANCELLED.value
+        looks_cancelled = facts_for(alarm, defender, at=now, actor="defender")
+        self._tell_told(session, alarm, cancelled, looks_cancelled)
+        event(session, alarm, cancelled, f"{cancelled} by defender", actor="defender", at=now)
+        device_ack(session, alarm, AckStage.CANCELLED, now)
+        alarm.duress = True
+        alarm.duress_at = now
+        session.add(alarm)
+        event(session, alarm, "duress", "duress code entered: escalating", at=now)
+        self.escalate_now(session, alarm, defender, "hub", now, "duress code entered")
+        facts = facts_for(alarm, defender, at=now)
+        for target in hq_targets(session, alarm):
+            queue(
+                session,
+                f"A{alarm.id}:duress:{target.key}",
+                target,
+                "alarm",
+                facts,
+                alarm_pk=_pk(alarm),
+                ack_base_url=self.settings.ack_base_url,
+            )
+
+    @staticmethod
+    def _event_once(session: Session, alarm: Alarm, kind: str, detail: str, now: datetime) -> None:
+        """One timeline entry per distinct ``detail`` (the device re-sends a cancel until it is
+        answered)."""
         seen = session.exec(
             select(AlarmEvent.id).where(
                 AlarmEvent.alarm_pk == alarm.id,
-                AlarmEvent.kind == "cancel_refused",
+                AlarmEvent.kind == kind,
                 AlarmEvent.detail == detail,
             )
         ).first()
-        if seen is None:  # the device re-sends the same cancel until it is settled
-            event(
-                session, alarm, "cancel_refused", detail, actor=f"device:{alarm.device_id}", at=now
-            )
-        return "refused"
+        if seen is None:
+            event(session, alarm, kind, detail, actor=f"device:{alarm.device_id}", at=now)
 
     def location_update(
         self,
@@ -446,7 +504,8 @@ class Lifecycle:
         position: Position,
         now: datetime,
     ) -> int:
-        """Pass a new wristband position to everyone who acknowledged the alarm."""
+        """Pass a new wristband position to everyone who acknowledged the alarm (as a recipient:
+        by their link) and may still receive it."""
         if AlarmState(alarm.state) in CLOSED_STATES:
             return 0
         facts = facts_for(
@@ -468,19 +527,18 @@ class Lifecycle:
         )
         sent = 0
         for key in sorted(self._acknowledged_targets(session, alarm)):
-            target = target_by_key(session, key)
-            if target is not None:
-                sent += (
-                    queue(
-                        session,
-                        f"A{alarm.id}:location{seq}:{key}",
-                        target,
-                        "location_update",
-                        facts,
-                        alarm_pk=_pk(alarm),
-                    )
-                    is not None
-                )
+            target = _privately_told(session, alarm, key)
+            if target is None:
+                continue
+            queued = queue(
+                session,
+                f"A{alarm.id}:location{seq}:{key}",
+                target,
+                "location_update",
+                facts,
+                alarm_pk=_pk(alarm),
+            )
+            sent += queued is not None
         return sent
 
     # -- helpers ------------------------------------------------------------------------------
@@ -517,6 +575,30 @@ class Lifecycle:
             )
         )
         return {delivery_target_key(row) for row in rows}
+
+
+def _privately_told(session: Session, alarm: Alarm, key: str) -> Target | None:
+    """The recipient ``key`` if they may still get private news of the alarm (a reminder, a
+    position): None for a press or public channel, for anyone deactivated or taken off call
+    since, and for anyone who must see the alarm as cancelled (``hub.disclosure``)."""
+    target = target_by_key(session, key)
+    if target is None or target.role in PUBLIC_ROLES:
+        return None
+    return None if sees_cancelled(session, alarm, key, target.role) else target
+
+
+def device_stage(alarm: Alarm) -> AckStage:
+    """What the wristband is told of a stored alarm now (a copy of it, a cancel of it). After a
+    duress code it is "cancelled" for good, as after a real cancel."""
+    if alarm.duress or alarm.state == AlarmState.CANCELLED:
+        return AckStage.CANCELLED
+    if alarm.state in (AlarmState.RESOLVED, AlarmState.FALSE_ALARM):
+        return AckStage.RESOLVED
+    if alarm.acknowledged_at is not None:
+        return AckStage.RESPONDER_COMING
+    if alarm.state == AlarmState.RECEIVED:
+        return AckStage.RECEIVED
+    return AckStage.NOTIFIED
 
 
 def _pk(alarm: Alarm) -> int:

@@ -68,10 +68,12 @@ PUBLIC_ROLES = frozenset({Role.PRESS, Role.PUBLIC})
 
 
 class DeliveryStatus(enum.StrEnum):
-    """pending -> sending -> sent | retrying (-> sending ...) | failed (moved on) | dead.
+    """pending -> sending -> sent | retrying (-> sending ...) | failed (moved on) | dead;
+    pending | retrying -> cancelled.
 
     ``failed``: this channel gave up and the message went on to the recipient's next channel;
-    ``dead``: no channel left — HQ is alerted (see ``hub.deadletter``).
+    ``dead``: no channel left — HQ is alerted (see ``hub.deadletter``); ``cancelled``: not sent
+    because its recipient was deactivated or deleted (``detail`` says which and when).
     """
 
     PENDING = "pending"
@@ -80,6 +82,7 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     FAILED = "failed"
     DEAD = "dead"
+    CANCELLED = "cancelled"
 
 
 #: Rows the dispatcher may claim (``retrying`` only once ``next_try_at`` has come).
@@ -230,6 +233,11 @@ class Alarm(SQLModel, table=True):
         default=None, sa_type=BigInteger, description="Highest seq of a cancel applied to it."
     )
     duress: bool = Field(default=False, description="A duress code was entered: escalate silently.")
+    duress_at: datetime | None = Field(
+        default=None,
+        description="When the duress code came: outside HQ the alarm looks cancelled from then "
+        "on (hub.disclosure).",
+    )
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None
     closed_at: datetime | None = None
@@ -246,6 +254,9 @@ class AlarmEvent(SQLModel, table=True):
     detail: str = ""
     role: str | None = Field(
         default=None, description="The recipient role a delivery event is about (trusted, hq...)."
+    )
+    hq_only: bool = Field(
+        default=False, description="Would reveal a duress code: shown to HQ only (hub.disclosure)."
     )
 
 
@@ -277,6 +288,11 @@ class Delivery(SQLModel, table=True):
     short: str = Field(sa_column=Column(SealedText("delivery.short", ("", ERASED)), nullable=False))
     status: str = Field(default=DeliveryStatus.PENDING.value, index=True)
     attempts: int = Field(default=0, description="Sends tried on this channel (claims).")
+    interrupted: int = Field(
+        default=0,
+        description="Of those, sends cut off by a hub stop: not failures of the channel, so "
+        "they do not count against [delivery] max_attempts (hub/retry.py).",
+    )
     detail: str = Field(default="", description="The last attempt's result.")
     created_at: datetime = Field(default_factory=utc_now)
     finished_at: datetime | None = Field(default=None, description="End of the last attempt.")
@@ -292,6 +308,11 @@ class Delivery(SQLModel, table=True):
         default=None, description="When a dispatcher took it; a lease, see requeue_interrupted."
     )
     claimed_by: str | None = Field(default=None, max_length=100, description="Hub instance id.")
+    hq_only: bool = Field(
+        default=False,
+        description="About a duress alarm after its code (an HQ alert, a stage run early): it "
+        "would reveal the code, so it is shown to HQ only (hub.disclosure).",
+    )
 
 
 class Timer(SQLModel, table=True):

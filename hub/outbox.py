@@ -9,11 +9,11 @@ from __future__ import annotations
 import dataclasses
 from datetime import datetime
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from hub.codes import new_token
 from hub.messages import MessageFacts, render
-from hub.models import Alarm, Defender, Delivery
+from hub.models import CLAIMABLE_STATUSES, Alarm, AlarmEvent, Defender, Delivery, DeliveryStatus
 from hub.plugin_api import mask_url
 from hub.recipients import Target, delivery_target_key, target_by_key
 
@@ -35,6 +35,19 @@ def facts_for(alarm: Alarm, defender: Defender, **extra: object) -> MessageFacts
     )
     values.update(extra)
     return MessageFacts(**values)  # type: ignore[arg-type]
+
+
+def failed_attempts(row: Delivery) -> int:
+    """The channel's own attempts: every claim except sends cut off by a hub stop."""
+    return row.attempts - row.interrupted
+
+
+def attempts_text(row: Delivery) -> str:
+    """``3 attempt(s)``, and how many more sends a hub stop cut off, for HQ's reports."""
+    if row.interrupted and row.interrupted == row.attempts:
+        return f"{row.attempts} send(s), each cut off by a hub stop"
+    text = f"{failed_attempts(row)} attempt(s)"
+    return text + (f" (and {row.interrupted} cut off by a hub stop)" if row.interrupted else "")
 
 
 def key_exists(session: Session, key: str) -> bool:
@@ -66,6 +79,7 @@ def queue(
         facts = dataclasses.replace(facts, ack_url=f"{ack_base_url.rstrip('/')}/ack/{token}")
     message = render(event, facts, target.language)
     url = target.urls[0]
+    alarm = session.get(Alarm, alarm_pk) if alarm_pk is not None else None
     delivery = Delivery(
         key=key,
         alarm_pk=alarm_pk,
@@ -84,10 +98,59 @@ def queue(
         title=message.title,
         body=message.body,
         short=message.short,
+        hq_only=alarm is not None and alarm.duress,  # after a duress code: hub.disclosure
     )
     session.add(delivery)
     session.flush()
     return delivery
+
+
+def cancel(session: Session, row: Delivery, reason: str, now: datetime) -> None:
+    """Never send ``row`` (it is pending or waiting for a retry): ``cancelled``, with the
+    reason on the row and on its alarm's timeline."""
+    row.status = DeliveryStatus.CANCELLED.value
+    row.detail = f"cancelled: {reason}"[:1000]
+    row.next_try_at = None
+    row.claimed_at = None
+    row.finished_at = now
+    session.add(row)
+    if row.alarm_pk is not None:
+        text = f"{row.recipient} via {row.channel_masked}: {row.kind} message cancelled, {reason}"
+        event = AlarmEvent(
+            alarm_pk=row.alarm_pk,
+            at=now,
+            kind="delivery_cancelled",
+            detail=text,
+            hq_only=row.hq_only,
+        )
+        session.add(event)
+
+
+def cancel_open_deliveries(
+    session: Session,
+    reason: str,
+    now: datetime,
+    *,
+    contact_id: int | None = None,
+    responder_id: int | None = None,
+) -> int:
+    """Cancel everything still waiting to go to one contact or responder; returns how many.
+
+    A send already under way cannot be called back; the dispatcher cancels, instead of sending,
+    whatever else comes up for a stopped recipient (``hub.recipients.recipient_stopped``).
+    """
+    if (contact_id is None) == (responder_id is None):
+        raise ValueError("name exactly one contact or one responder")
+    recipient = (
+        col(Delivery.contact_id) == contact_id
+        if contact_id is not None
+        else col(Delivery.responder_id) == responder_id
+    )
+    query = select(Delivery).where(recipient, col(Delivery.status).in_(CLAIMABLE_STATUSES))
+    rows = list(session.exec(query.with_for_update()))
+    for row in rows:
+        cancel(session, row, reason, now)
+    return len(rows)
 
 
 def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:
@@ -140,6 +203,7 @@ def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Deliver
         short=failed.short,
         created_at=now,
         deadline_at=failed.deadline_at,
+        hq_only=failed.hq_only,
     )
     session.add(delivery)
     session.flush()

@@ -1,6 +1,11 @@
 """Who a stage reaches: contacts by role (the defender's own and organisation-wide) and, for the
 ``nearby`` role, responders whose position is fresh and within their radius of the alarm.
 
+Every path that picks a recipient goes through this module, and none of them returns a contact
+that was deactivated or deleted, or a responder taken off call: from that moment they get nothing
+more — no stage, reminder, location update, closing message or fallback channel — and what was
+already queued for them is cancelled when it comes up (``recipient_stopped``).
+
 An alarm from a training wristband (``Device.training_event_id``) reaches only the participant
 who holds that wristband, whatever its policy, its kind or the roles asked for: a training kit
 must never raise a real alarm, or alert a defender's contacts, HQ or responders.
@@ -153,14 +158,35 @@ def delivery_target_key(delivery: Delivery) -> str:
 
 
 def target_by_key(session: Session, key: str) -> Target | None:
-    """The recipient named by a :attr:`Target.key`, as it is now (None if gone)."""
+    """The recipient named by a :attr:`Target.key`, as it is now: None if it was deleted,
+    deactivated (a contact) or taken off call (a responder)."""
     kind, _, target_id = key.partition(":")
     return target_of(session, kind, int(target_id)) if target_id.isdigit() else None
 
 
 def target_of(session: Session, kind: str, target_id: int) -> Target | None:
+    """See :func:`target_by_key`."""
     if kind == "contact":
         contact = session.get(Contact, target_id)
-        return _contact_target(contact) if contact is not None else None
+        return _contact_target(contact) if contact is not None and contact.active else None
     responder = session.get(Responder, target_id)
-    return _responder_target(responder, 0.0) if responder is not None else None
+    if responder is None or not responder.available:
+        return None
+    return _responder_target(responder, 0.0)
+
+
+def recipient_stopped(session: Session, delivery: Delivery) -> str | None:
+    """Why nothing more may go to the recipient of ``delivery`` (and its link must not work),
+    or None while they may receive. Messages to no contact or responder (an announcement to a
+    registration's own channel) are never stopped here."""
+    if delivery.contact_id is not None:
+        contact = session.get(Contact, delivery.contact_id)
+        if contact is None:
+            return "the contact was deleted"
+        return None if contact.active else "the contact was deactivated"
+    if delivery.responder_id is not None:
+        responder = session.get(Responder, delivery.responder_id)
+        if responder is None:
+            return "the responder was deleted"
+        return None if responder.available else "the responder was taken off call"
+    return None

@@ -28,7 +28,8 @@ from broker.launcher import signal_running_broker
 from devicekit.topics import validate_device_id
 from hub.admin import AdminError
 from hub.geo import as_utc, check_coordinates, nearest_responders
-from hub.models import Device, Responder
+from hub.models import Device, Responder, utc_now
+from hub.outbox import cancel_open_deliveries
 from hub.owntracks import OwnTracksLocation
 
 if TYPE_CHECKING:
@@ -159,13 +160,18 @@ def add_responder_with_account(
 
 
 def set_availability(engine: Engine, responder_id: int, available: bool) -> Responder:
-    """Mark a responder as on call (found for alarms near them) or off."""
+    """Mark a responder as on call (found for alarms near them) or off. Off call, they get
+    nothing more about any alarm, and what was still waiting to go to them is cancelled
+    (``hub.recipients``)."""
     with Session(engine) as session:
         responder = session.get(Responder, responder_id)
         if responder is None:
             raise ResponderError(f"no responder with id {responder_id}")
         responder.available = available
         session.add(responder)
+        if not available:
+            reason = "the responder was taken off call"
+            cancel_open_deliveries(session, reason, utc_now(), responder_id=responder_id)
         session.commit()
         return _detached(session, responder)
 

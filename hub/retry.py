@@ -11,6 +11,9 @@ Equal rather than full jitter: a failing server is never hit again at once (at l
 backoff passes), while the retries of one outage (fifty recipients behind one SMS gateway) are
 still spread out instead of arriving together.
 
+An interrupted send (its hub stopped mid-way) is not a failure of the channel: it is sent again at
+once and does not count against ``max_attempts`` (see ``RetryPolicy.after_interruption``).
+
 The deadline is per message: it is set when the first channel is first claimed and the fallback
 channels inherit it. A retry is never scheduled after it (the last try happens at the deadline),
 and a failure at or after it gives the channel up. Each channel is still tried at least once —
@@ -88,11 +91,27 @@ class RetryPolicy:
             return Decision(None, f"gave up: the {self.deadline_s:g} s deadline passed")
         return Decision(min(now + timedelta(seconds=self.backoff(attempts)), deadline))
 
-    def after_interruption(self, attempts: int, now: datetime) -> Decision:
-        """A send whose hub stopped mid-way: again at once, deadline or not (its outcome is
-        unknown, so it was no fair try), unless the channel has had all its attempts."""
-        if attempts >= self.max_attempts:
-            return Decision(None, f"gave up after {attempts} attempts (the last interrupted)")
+    def after_interruption(
+        self, claims: int, now: datetime, deadline: datetime | None = None
+    ) -> Decision:
+        """A send cut off because its hub stopped (killed, restarted, lost power) mid-way.
+
+        The hub failed, not the channel, and the outcome is unknown: it was no fair try. Before
+        the message's ``deadline`` it is sent again at once and costs none of the channel's
+        attempts, however often it happens (a hub restarted ten times in an hour must not
+        dead-letter an alarm an hour from its deadline). After the deadline (or with none
+        known) it is still sent again at once, until the channel has been claimed
+        ``max_attempts`` times: so a send that keeps taking its hub down cannot restart it
+        forever, and the message then ends as a dead letter that HQ is told about.
+        """
+        if deadline is not None and now < deadline:
+            return Decision(now)
+        if claims >= self.max_attempts:
+            return Decision(
+                None,
+                f"gave up: the deadline passed and the channel was claimed {claims} times "
+                "(the last send interrupted)",
+            )
         return Decision(now)
 
 

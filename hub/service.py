@@ -51,6 +51,7 @@ def lifecycle_for(config: HubConfig) -> Lifecycle:
         LifecycleSettings(
             ack_base_url=public_url,
             responder_max_age=timedelta(seconds=config.responders.max_age_s),
+            ack_link_grace=timedelta(seconds=config.http.ack_link_grace_s),
         )
     )
 
@@ -190,6 +191,7 @@ class Hub:
     def _web_server(self) -> WebServer | None:
         if not self.config.http.enabled:
             return None
+        from hub.acklinks import GuessLimiter
         from hub.api.context import ApiContext
         from hub.web import create_app, make_server
 
@@ -209,7 +211,10 @@ class Hub:
             on_change=changed,
             egress=self.egress,
         )
-        app = create_app(self.db, self.actions, self.wake, self.health, api)
+        http = self.config.http
+        window = timedelta(seconds=http.ack_link_misses_window_s)
+        guesses = GuessLimiter(http.ack_link_misses, window, self.clock)
+        app = create_app(self.db, self.actions, self.wake, self.health, api, guesses)
         return make_server(app, self.config.http.host, self.config.http.port)
 
     async def _serve_web(self, web: WebServer) -> None:

@@ -44,6 +44,7 @@ enabled = true
 host = "127.0.0.1"
 port = {http_port}
 public_url = "http://127.0.0.1:{http_port}"
+ack_link_grace_s = 86400   # a link says "closed" this long after its alarm closed, then dies
 
 [webhooks]
 # Signed POSTs to partner systems, subscribed with the API (POST /v1/webhooks, admin role).
@@ -68,8 +69,9 @@ refusals_kept_whole = 3   # payloads kept whole per account and flood; the rest 
 position_keys_file = "position.keys"
 
 [retention]
-positions_days = 30   # closed alarms' positions, the messages that carried them, refused
-                      # payloads and responders' positions are erased after this many days
+positions_days = 30   # closed alarms' positions, the messages that carried them, webhook
+                      # bodies, refused payloads and responders' positions are erased after
+                      # this many days (`natalia retention run` does it at once)
 
 [security]
 # Channel and webhook URLs may not point at loopback, private, link-local or reserved addresses
@@ -92,6 +94,8 @@ max_age_s = 1800      # responders' positions older than this are not used
 # timeout = 10            # connect/read timeout of one send, below [delivery] timeout_s
 # max_workers = 64        # sends in flight at once
 # exclude_schemes = []    # schemes left to another plugin, e.g. ["signal"]
+# [plugins.console]
+# file = "/var/lib/natalia/console.out"  # console:// writes here (0600), never into the log
 # [plugins.facebook]
 # graph_url = "https://graph.facebook.com/v21.0"
 # timeout = 10

@@ -31,12 +31,11 @@ from hub.authenticity import (
 )
 from hub.clock import Clock, SystemClock
 from hub.deliveries import DeliveryJob, DeliveryStore, new_instance_id
-from hub.lifecycle import Lifecycle, device_ack
+from hub.lifecycle import Lifecycle, device_ack, device_stage
 from hub.messages import MessageEvent, MessageFacts
 from hub.models import (
     Alarm,
     AlarmEvent,
-    AlarmState,
     Defender,
     Delivery,
     Device,
@@ -80,17 +79,8 @@ class Handled(enum.Enum):
     STALE = "stale"  #: telemetry older than the anti-replay window: ignored, only counted
 
 
-def ack_stage_of(alarm: Alarm) -> AckStage:
-    """What a copy of a stored alarm is answered with. A duress alarm always says "cancelled"."""
-    if alarm.duress or alarm.state == AlarmState.CANCELLED:
-        return AckStage.CANCELLED
-    if alarm.state in (AlarmState.RESOLVED, AlarmState.FALSE_ALARM):
-        return AckStage.RESOLVED
-    if alarm.acknowledged_at is not None:
-        return AckStage.RESPONDER_COMING
-    if alarm.state == AlarmState.RECEIVED:
-        return AckStage.RECEIVED
-    return AckStage.NOTIFIED
+#: What a copy of a stored alarm is answered with (a duress alarm always says "cancelled").
+ack_stage_of = device_stage
 
 
 def _utc(moment: datetime) -> datetime:
@@ -398,11 +388,9 @@ class Store(DeliveryStore):
         alarm.cancel_seq = message.seq
         session.add(alarm)
         _note_odd_seq(session, alarm, message.type, message.seq, check, now)
-        outcome = self.lifecycle.cancel_request(
-            session, alarm, defender, message.code, now, message.seq
-        )
-        if outcome == "closed":  # closed before this cancel: the device still needs to hear it
-            _answer_cancel(session, alarm, now)
+        # A cancel of an alarm already closed (or "cancelled" by a duress code) is answered by
+        # the lifecycle itself, so the device hears it however the alarm ended.
+        self.lifecycle.cancel_request(session, alarm, defender, message.code, now, message.seq)
         self._touch_device(session, device, message.seq, now)
         return Handled.APPLIED
 

@@ -15,8 +15,9 @@ a scratch database that ``db-down`` creates, and drops again, on your PostgreSQL
 What each scenario proves (details, and the duplicate bound, in ``hub/faults.py``):
 
 hub-kill     the hub is killed with SIGKILL --rounds times at random moments during a stream of
-             alarms: nothing acknowledged is lost, cut-off deliveries are sent again after the
-             restart, and duplicates stay within the sends the kills caught in flight.
+             alarms, then --aimed times each while it is sending: nothing acknowledged is lost,
+             cut-off deliveries are sent again after the restart (however often they were cut
+             off), and duplicates stay within the sends the kills caught in flight.
 broker-kill  Mosquitto, holding alarms queued for the absent hub, is killed with SIGKILL right
              after a persistence snapshot: it loses what came after, the wristbands re-send it,
              the hub gets everything.
@@ -77,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenario", choices=("all", *SCENARIOS), default="all")
     parser.add_argument("--rounds", type=int, default=20, help="hub kills in hub-kill (20)")
     parser.add_argument(
+        "--aimed",
+        type=int,
+        default=6,
+        help="then hub kills in hub-kill each while the hub is sending, cutting the same "
+        "deliveries off again and again (6)",
+    )
+    parser.add_argument(
         "--devices", type=int, default=8, help="wristbands in hub-kill, broker-kill, db-down (8)"
     )
     parser.add_argument("--alarms", type=int, default=10, help="alarms per wristband (10)")
@@ -114,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.cpu_hog < 0:
         parser.error("--cpu-hog must not be negative")
+    if args.aimed < 0:
+        parser.error("--aimed must not be negative")
     for name in ("rounds", "devices", "alarms", "storm_devices", "seeds"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -128,6 +138,7 @@ def runners(
         "hub-kill": lambda: run_hub_kill(
             workdir / f"hub-kill-{seed}",
             rounds=args.rounds,
+            aimed=args.aimed,
             devices=args.devices,
             alarms=args.alarms,
             seed=seed,

@@ -199,7 +199,7 @@ def test_contact_errors(api: ApiHub) -> None:
     assert no_plugin.status_code == 422
     assert "no notifier plugin handles nope://" in no_plugin.json()["detail"]
     assert "secret" not in no_plugin.json()["detail"]
-    assert bad_console.status_code == 422 and "stdout or stderr" in bad_console.json()["detail"]
+    assert bad_console.status_code == 422 and "prints to stdout" in bad_console.json()["detail"]
     assert no_defender.status_code == 422 and "no defender" in no_defender.json()["detail"]
     assert hq_of_defender.status_code == 422
     assert missing.status_code == 404 and patch_missing.status_code == 404

@@ -62,6 +62,50 @@ def test_register_defender_device_and_contacts(config: Path, capsys) -> None:
     assert "wb-7\tdefender 1\tactive" in natalia(capsys, "device", "list", *c)[1]
 
 
+def test_deactivating_a_contact_cancels_what_waits_for_it_and_shows_in_the_list(
+    config: Path, capsys
+) -> None:
+    from sqlmodel import Session
+
+    from hub.config import load_config
+    from hub.db import engine_for
+    from hub.models import Delivery
+
+    c = ("-c", str(config))
+    natalia(capsys, "defender", "add", "Natalia E.", *c)
+    natalia(capsys, "contact", "add", "Sister", "console://", "--defender", "1", *c)
+    engine = engine_for(load_config(config))
+    with Session(engine) as session:  # a message waiting for a retry on her channel
+        waiting = Delivery(
+            key="k",
+            contact_id=1,
+            recipient="Sister",
+            channel_url="console://",
+            channel_masked="console://",
+            title="t",
+            body="b",
+            short="s",
+            status="retrying",
+        )
+        session.add(waiting)
+        session.commit()
+
+    code, out, _ = natalia(capsys, "contact", "deactivate", "1", "--by", "duty officer", *c)
+
+    assert code == 0
+    assert out == "contact 1 (Sister): deactivated\n1 queued message(s) to it cancelled\n"
+    assert natalia(capsys, "contact", "list", *c)[1].rstrip().endswith("\tdeactivated")
+    with Session(engine) as session:
+        row = session.get(Delivery, 1)
+        assert row is not None and row.status == "cancelled"
+        assert row.detail == "cancelled: the contact was deactivated by duty officer"
+    assert natalia(capsys, "contact", "activate", "1", "--by", "duty officer", *c)[0] == 0
+    assert "deactivated" not in natalia(capsys, "contact", "list", *c)[1]
+    code, _, err = natalia(capsys, "contact", "deactivate", "9", "--by", "x", *c)
+    assert code == 2 and "no contact with id 9" in err
+    engine.dispose()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -33,9 +33,22 @@ def assert_nothing_lost(result: FaultResult) -> None:
 def test_alarms_survive_repeated_kill_9_of_the_hub_and_duplicates_stay_within_the_bound(
     tmp_path: Path,
 ) -> None:
-    result = run_hub_kill(tmp_path / "hub-kill", rounds=5, devices=4, alarms=5, seed=2024)
-    assert result.faults == 5
+    # Two kills at random moments, then six each while the hub is sending: the same deliveries
+    # are cut off six times, and an interruption must not use up their channel's 5 attempts.
+    # A short send timeout keeps the lease (twice it) short, so each restart re-sends quickly.
+    result = run_hub_kill(
+        tmp_path / "hub-kill",
+        rounds=2,
+        aimed=6,
+        devices=2,
+        alarms=3,
+        seed=2024,
+        timeout=SETTLE_S,
+        delivery_timeout_s=2.0,
+    )
     assert_nothing_lost(result)
+    assert result.checks["aimed_kills"] == 6, result
+    assert result.checks["most_cuts_of_one_delivery"] >= 6, result
 
 
 @pytest.mark.timeout(300)

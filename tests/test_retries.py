@@ -363,6 +363,46 @@ def test_sends_interrupted_by_a_long_outage_are_tried_again_not_dead_lettered(
     assert len(world.http.requests) == 1
 
 
+def _interrupt_every_send(world: World, times: int) -> None:
+    """``times`` hub stops, each in the middle of every send that is due: a hub claims them,
+    dies, and the next one takes them back once the lease ran out."""
+    for _ in range(times):
+        Store(world.store.engine, clock=world.clock, retry=POLICY).claim_pending()
+        world.clock.advance(POLICY.lease_s + 1)
+        Store(world.store.engine, clock=world.clock, retry=POLICY).requeue_interrupted()
+
+
+def test_sends_cut_off_by_six_hub_stops_use_no_attempts_and_are_delivered(world: World) -> None:
+    world.contact("Partner", world.webhook())
+    alarm_pk = world.alarm()
+    _interrupt_every_send(world, 6)  # more than max_attempts (5), well within the deadline
+
+    assert world.round() == 2  # HQ and Partner, each on its only channel
+
+    rows = world.store.deliveries(alarm_pk)
+    assert {(d.status, d.attempts, d.interrupted) for d in rows} == {("sent", 7, 6)}
+    assert len(world.http.requests) == 1 and len(world.mails_to(HQ_ADDRESS)) == 1
+    assert not [e for e in world.store.events(alarm_pk) if e.kind == "dead_letter"]
+
+
+def test_a_send_that_keeps_stopping_its_hub_is_dead_lettered_after_the_deadline(
+    world: World,
+) -> None:
+    world.contact("Partner", world.webhook())
+    alarm_pk = world.alarm()
+    _interrupt_every_send(world, 1)
+    world.clock.advance(POLICY.deadline_s)  # ... and it kept happening until the deadline
+
+    _interrupt_every_send(world, POLICY.max_attempts)
+
+    partner = next(d for d in world.rows("Partner") if d.kind == "alarm")
+    assert (partner.status, partner.attempts) == ("dead", POLICY.max_attempts)
+    [event] = [
+        e for e in world.store.events(alarm_pk) if e.kind == "dead_letter" and "Partner" in e.detail
+    ]
+    assert "deadline passed" in event.detail and "cut off by a hub stop" in event.detail
+
+
 def test_a_clock_step_does_not_take_back_this_hubs_own_sends(world: World) -> None:
     world.alarm()
     jobs = world.store.claim_pending()

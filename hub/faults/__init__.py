@@ -19,10 +19,13 @@ The scenarios and what each one proves:
 
 ``hub-kill``
     A stream of alarms from several wristbands while the hub is killed with SIGKILL at random
-    moments and restarted, N times. Proves: the commit-before-PUBACK rule plus the broker's
-    redelivery and the devices' re-sends lose nothing, and a delivery cut off by the crash is
-    sent again after the restart (at-least-once), with duplicates only where the bound below
-    allows them.
+    moments and restarted, N times; then one more alarm per wristband and M kills, each the
+    moment the restarted hub is sending, so the same deliveries are cut off again and again (a
+    hub in a restart loop). Proves: the commit-before-PUBACK rule plus the broker's redelivery
+    and the devices' re-sends lose nothing, and a delivery cut off by a crash is sent again
+    after the restart (at-least-once) however often that happens — an interruption is not a
+    failure of the channel and uses up none of its attempts — with duplicates only where the
+    bound below allows them.
 ``broker-kill``
     The hub is away; wristbands raise alarms that Mosquitto queues for the hub's persistent
     session; Mosquitto is killed with SIGKILL right after a persistence snapshot, so it loses

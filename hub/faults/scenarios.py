@@ -7,6 +7,7 @@ import contextlib
 import random
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from hub.faults.postgres import (
 )
 from hub.faults.site import (
     ALARM_POSITION,
+    DELIVERY_TIMEOUT_S,
     PUBLISH_GRACE_S,
     RECIPIENTS,
     RESEND_INTERVAL_S,
@@ -37,11 +39,14 @@ from hub.models import Role
 
 @contextlib.contextmanager
 def deployment(
-    workdir: Path, database_url: str | None = None, redelivery_delay_s: float = 1.0
+    workdir: Path,
+    database_url: str | None = None,
+    redelivery_delay_s: float = 1.0,
+    delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
 ) -> Iterator[Site]:
     """A :class:`Site` in ``workdir`` (created), closed again whatever happens."""
     workdir.mkdir(parents=True, exist_ok=False)
-    site = Site(workdir, database_url, redelivery_delay_s)
+    site = Site(workdir, database_url, redelivery_delay_s, delivery_timeout_s)
     try:
         yield site
     finally:
@@ -101,18 +106,29 @@ def run_hub_kill(
     workdir: Path,
     *,
     rounds: int = 5,
+    aimed: int = 6,
     devices: int = 4,
     alarms: int = 5,
     seed: int | None = None,
     timeout: float = 120.0,
+    delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
 ) -> FaultResult:
     """``devices`` wristbands raise ``alarms`` each in a stream while the hub is killed with
-    SIGKILL ``rounds`` times at random moments (up 0.2-2 s, down 0-1 s) and restarted.
+    SIGKILL ``rounds`` times at random moments (up 0.2-2 s, down 0-1 s) and restarted; then
+    each wristband raises one more alarm and the hub is killed ``aimed`` more times, each time
+    the moment the restarted hub has a send in flight.
 
     The recipients answer after ``SLOW_PARTNER_S``, so kills also land in the middle of sends.
+    The aimed kills cut the same deliveries off again and again (a hub in a restart loop): an
+    interruption is not a failure of the channel, so they must still be delivered (a delivery
+    given up instead is never claimed again: the aimed kills stop short of ``aimed``).
+    ``delivery_timeout_s`` sets the lease after which a restarted hub sends them again.
     """
     rng = random.Random(seed)
-    with deployment(workdir) as site, contextlib.ExitStack() as stack:
+    with (
+        deployment(workdir, delivery_timeout_s=delivery_timeout_s) as site,
+        contextlib.ExitStack() as stack,
+    ):
         site.populate([f"hk-{n:03d}" for n in range(devices)], RECIPIENTS)
         site.receiver.delay = SLOW_PARTNER_S
         site.broker.start()
@@ -134,17 +150,49 @@ def run_hub_kill(
                 site.start_hub()
         finally:
             sent = stream.finish()
+        sent += [_trigger(band) for band in bands]
+        landed = _kill_mid_send(site, aimed, in_flight, wait=4 * delivery_timeout_s + 30)
         settled = site.settle(sent, _pending(bands), timeout)
+        most_cuts = max(Counter(row_id for row_id, _ in in_flight).values(), default=0)
         return site.result(
             "hub-kill",
             sent,
             started,
             settled=settled,
             acked=_acked(bands, sent),
-            faults=rounds,
+            faults=rounds + landed,
             in_flight=in_flight,
-            notes=(f"{rounds} x kill -9 of the hub; {len(in_flight)} sends in flight at the kills"),
+            checks={"aimed_kills": landed, "most_cuts_of_one_delivery": most_cuts},
+            notes=(
+                f"{rounds} x kill -9 of the hub at random moments, {landed} x while it was "
+                f"sending; {len(in_flight)} sends in flight at the kills, up to {most_cuts} "
+                "of one delivery"
+            ),
         )
+
+
+def _kill_mid_send(site: Site, kills: int, in_flight: set[Claim], wait: float) -> int:
+    """Kill the hub ``kills`` times while it sends, and restart it; returns the kills that
+    landed. The first lands on whatever the hub claims next; each later one waits until the
+    hub claims one of those same deliveries again (after their lease), so they are cut off
+    every time — until they are sent, or given up. ``in_flight`` gains the claims caught."""
+    landed = 0
+    targets: set[int] = set()
+
+    def claimed_again() -> bool:
+        fresh = site.sends_in_flight() - in_flight
+        return any(row in targets for row, _ in fresh) if targets else bool(fresh)
+
+    for _ in range(kills):
+        if not wait_for(claimed_again, wait, interval=0.02):
+            break
+        site.kill_hub()
+        caught = site.sends_in_flight() - in_flight  # read while nothing writes
+        in_flight |= caught
+        targets = targets or {row for row, _ in caught}
+        landed += 1
+        site.start_hub()
+    return landed
 
 
 def run_broker_kill(

@@ -194,13 +194,17 @@ class Site:
     """
 
     def __init__(
-        self, workdir: Path, database_url: str | None = None, redelivery_delay_s: float = 1.0
+        self,
+        workdir: Path,
+        database_url: str | None = None,
+        redelivery_delay_s: float = 1.0,
+        delivery_timeout_s: float = DELIVERY_TIMEOUT_S,
     ) -> None:
         self.workdir = workdir
         port = free_port()
         self.config_path = init_directory(workdir, port=port, http_port=free_port())
         self.database_url = database_url or f"sqlite:///{workdir / 'natalia.db'}"
-        _configure(self.config_path, self.database_url, redelivery_delay_s, DELIVERY_TIMEOUT_S)
+        _configure(self.config_path, self.database_url, redelivery_delay_s, delivery_timeout_s)
         self.broker = BrokerProcess(broker_settings(workdir / "broker", port))
         self.hub: subprocess.Popen[bytes] | None = None
         self.hub_log = workdir / "hub.log"

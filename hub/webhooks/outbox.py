@@ -178,7 +178,8 @@ class WebhookOutbox:
             for row in rows:
                 row.claimed_at = None
                 row.detail = f"interrupted: hub {row.claimed_by or '?'} stopped while sending"
-                decision = self.policy.after_interruption(row.attempts, now)
+                deadline = aware(row.deadline_at) if row.deadline_at else None
+                decision = self.policy.after_interruption(row.attempts, now, deadline)
                 if decision.retry_at is None:
                     _finalise(row, Status.DEAD, now, decision.reason)
                 else:

@@ -52,6 +52,22 @@ class Scene:
         self.device_password = creds.password
         self.device_key = creds.key
 
+    @classmethod
+    def with_hq(
+        cls,
+        broker: RunningBroker,
+        smtp: SMTPReceiver,
+        http: HTTPReceiver,
+        tmp_path: Path,
+        policy: str,
+    ) -> Scene:
+        """A scene on SQLite with ``policy`` as the default and HQ (hq@example.org) as a
+        contact; the hub is not started yet."""
+        scene = cls(broker, f"sqlite:///{tmp_path / 'natalia.db'}", smtp, http, tmp_path)
+        scene.policy(policy)
+        scene.contact("HQ", "hq@example.org", role=Role.HQ)
+        return scene
+
     # -- set-up -------------------------------------------------------------------------------
 
     def policy(self, toml: str, name: str = "default") -> None:
@@ -108,6 +124,14 @@ class Scene:
         found: Alarm = wait_until(lambda: self.store.find_alarm("wb-1", alarm_id))
         return found
 
+    def cancel(self, alarm_id: str, code: str) -> None:
+        """The defender enters ``code`` on the wristband to cancel ``alarm_id``."""
+        from devicekit.protocol import Cancel, utcnow
+
+        self.seq += 1
+        cancel = Cancel(alarm_id=alarm_id, ts=utcnow(), seq=self.seq, code=code)
+        self.publish("cancel", cancel.to_payload())
+
     def stages(self, alarm_id: str) -> list[str]:
         """Ack stages the wristband received for ``alarm_id``."""
         assert self.device is not None
@@ -126,13 +150,36 @@ class Scene:
 
     def settle(self) -> None:
         """Wait until nothing is pending, being sent or waiting for a retry."""
-        final = ("sent", "failed", "dead")
+        final = ("sent", "failed", "dead", "cancelled")
         wait_until(lambda: all(d.status in final for d in self.store.deliveries()))
 
     # -- looking ------------------------------------------------------------------------------
 
     def mails_to(self, address: str) -> list[str]:
         return [m.message["Subject"] for m in self.smtp.messages if address in m.rcpt_tos]
+
+    def mails_about(self, address: str, alarm: Alarm) -> list[str]:
+        """Subjects of the mails to ``address`` that name ``alarm`` (its reference)."""
+        return [
+            str(m.message["Subject"])
+            for m in self.smtp.messages
+            if address in m.rcpt_tos and _names(m.text, alarm)
+        ]
+
+    def ack_links(self, address: str, alarm: Alarm | None = None) -> list[str]:
+        """The acknowledgement links mailed to ``address`` (about ``alarm``), oldest first."""
+        links = []
+        for mail in self.smtp.messages:
+            if address not in mail.rcpt_tos:
+                continue
+            if alarm is not None and not _names(mail.text, alarm):
+                continue
+            links += [
+                line[line.index("http") :].strip()
+                for line in mail.text.splitlines()
+                if "/ack/" in line
+            ]
+        return links
 
     def deliveries(self, alarm: Alarm, recipient: str | None = None) -> list[Delivery]:
         rows = self.store.deliveries(alarm.id)
@@ -147,6 +194,11 @@ class Scene:
         found = self.store.get_alarm(alarm.id)
         assert found is not None
         return found
+
+
+def _names(text: str, alarm: Alarm) -> bool:
+    """Whether a message's text is about ``alarm`` (its "Reference: A12" line)."""
+    return f"Reference: A{alarm.id}" in (line.strip() for line in text.splitlines())
 
 
 def _free_port() -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from sqlmodel import select
 
-from hub.admin import add_contact
+from hub.admin import add_contact, set_contact_active
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import (
     ContactsReader,
@@ -93,12 +93,21 @@ def get_contact(contact_id: PathId, session: DbSession, _: ContactsReader) -> Co
 
 @router.patch("/{contact_id}", response_model=Contact)
 def update_contact(
-    contact_id: PathId, body: ContactUpdate, session: DbSession, _: OperationsWriter
+    contact_id: PathId,
+    body: ContactUpdate,
+    session: DbSession,
+    ctx: Context,
+    principal: OperationsWriter,
 ) -> Contact:
+    """``active: false`` stops everything to the contact at once, queued messages included."""
     row = get_or_404(session, ContactRow, contact_id, "contact")
-    for field, value in body.model_dump(exclude_none=True).items():
+    changes = body.model_dump(exclude_none=True)
+    active = changes.pop("active", None)
+    for field, value in changes.items():
         setattr(row, field, value)
     session.add(row)
     session.commit()
+    if active is not None:
+        set_contact_active(ctx.engine, contact_id, active, principal.actor, ctx.clock.now())
     session.refresh(row)
     return as_contact(row)

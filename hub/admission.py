@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from devicekit.topics import parse_topic
 from hub.config import AdmissionConfig
-from hub.database import Lane, Priority, current_lane
+from hub.lanes import Lane, Priority, current_lane
 
 #: Device channels whose messages are never limited.
 ALARM_CHANNELS = frozenset({"alarm", "cancel"})

@@ -9,45 +9,25 @@ priority class and an account (the device or phone it came from). The thread tak
 telemetry before refusals; within a class it takes one job per account in turn, so one
 account's backlog never sits ahead of another account's single message; within an account,
 jobs run in the order they came. The lane of a job is the caller's ``current_lane``, which
-the ingest sets for each message it handles (hub/admission.py).
+the ingest sets for each message it handles (hub/lanes.py, hub/admission.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import enum
 import functools
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import NamedTuple, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
+from hub.lanes import Lane, Priority, current_lane
 from hub.store import Store
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-
-class Priority(enum.IntEnum):
-    """What the database thread serves first (lowest value first)."""
-
-    ALARM = 0  #: alarms and cancels, and the hub's own work (deliveries, timers, API)
-    TELEMETRY = 1  #: heartbeats, locations, status, responders' positions
-    REFUSAL = 2  #: keeping a refused message
-
-
-class Lane(NamedTuple):
-    priority: Priority
-    account: str  #: whose work it is: a device id, ``owntracks:USER``, or ``hub``
-
-
-HUB_LANE = Lane(Priority.ALARM, "hub")
-#: The lane of the database work the current task asks for (set per message by the ingest).
-current_lane: contextvars.ContextVar[Lane] = contextvars.ContextVar(
-    "current_lane", default=HUB_LANE
-)
 
 _Job = tuple[Future[object], Callable[[], object]]
 

@@ -19,11 +19,12 @@ from hub.actions import AlarmActions
 from hub.admission import Admission
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig, egress_policy
-from hub.database import AsyncStore, Lane, Priority, current_lane
+from hub.database import AsyncStore
 from hub.db import make_engine
 from hub.dispatch import Dispatcher
 from hub.health import Health, write_alive_file
 from hub.ingest import Ingest, Rejection, StorageUnavailable
+from hub.lanes import Lane, Priority, current_lane
 from hub.lifecycle import Lifecycle, LifecycleSettings
 from hub.logs import pin_library_loggers
 from hub.mqtt import HubConnection

@@ -10,7 +10,6 @@ import enum
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
@@ -20,6 +19,7 @@ from sqlmodel import Session, col, select
 from devicekit import protocol
 from devicekit.protocol import AckStage
 from hub import supervision
+from hub.admission import RefusalSummary
 from hub.authenticity import (
     REPLAY_WINDOW,
     DeviceKey,
@@ -46,9 +46,6 @@ from hub.models import (
 from hub.outbox import queue
 from hub.recipients import contacts_with_roles
 from hub.retry import RetryPolicy
-
-if TYPE_CHECKING:
-    from hub.admission import RefusalSummary
 
 log = logging.getLogger(__name__)
 

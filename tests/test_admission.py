@@ -26,7 +26,8 @@ from devicekit.protocol import Heartbeat, Status, utcnow
 from devicekit.topics import topic
 from hub.admission import REPLAYED_REASON, Admission, Verdict
 from hub.config import AdmissionConfig, HubConfig
-from hub.database import AsyncStore, Lane, Priority, current_lane
+from hub.database import AsyncStore
+from hub.lanes import Lane, Priority, current_lane
 from hub.models import Delivery
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.store import Store

@@ -25,7 +25,7 @@ from hub.config import load_config
 from hub.db import engine_for
 from hub.localsinks import MailCatcher, WebhookCatcher
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
-from hub.setup import broker_settings, init_directory
+from hub.setup import allow_loopback, broker_settings, init_directory
 from hub.store import Store
 
 DEVICE_ID = "demo-wristband-1"
@@ -169,12 +169,3 @@ def _report(
         f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery"
     )
     return 0 if all_ok else 1
-
-
-def allow_loopback(config_path: Path) -> None:
-    """Let the demo's hub reach its local receivers: 127.0.0.0/8 in [security] allowed_networks
-    (refused by default, hub/egress.py)."""
-    text = config_path.read_text()
-    example = '# allowed_networks = ["10.1.2.0/24"]'
-    assert example in text, "the hub.toml template lost its [security] example"
-    config_path.write_text(text.replace(example, 'allowed_networks = ["127.0.0.0/8"]', 1))

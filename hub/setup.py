@@ -145,3 +145,13 @@ def broker_settings(
         tls_bind_address=tls_bind_address,
         max_connections=max_connections,
     )
+
+
+def allow_loopback(config_path: Path) -> None:
+    """Let a hub made by :func:`init_directory` reach receivers on this machine (the demo's, the
+    benchmarks', the fault scenarios'): 127.0.0.0/8 in [security] allowed_networks, which is
+    refused by default (hub/egress.py)."""
+    text = config_path.read_text()
+    example = '# allowed_networks = ["10.1.2.0/24"]'
+    assert example in text, "the hub.toml template lost its [security] example"
+    config_path.write_text(text.replace(example, 'allowed_networks = ["127.0.0.0/8"]', 1))

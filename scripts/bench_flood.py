@@ -45,7 +45,7 @@ from hub.demo import start_hub_process, stop_process
 from hub.localsinks import WebhookCatcher
 from hub.models import Role
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
-from hub.setup import broker_settings, init_directory
+from hub.setup import allow_loopback, broker_settings, init_directory
 from hub.store import Store
 
 FLOODER = "flooder"  # a responder's phone account, gone hostile
@@ -160,6 +160,7 @@ class Site:
 
 def make_site(workdir: Path) -> Site:
     config_path = init_directory(workdir, port=free_port(), http_port=free_port())
+    allow_loopback(config_path)  # HQ's receiver is local
     config = load_config(config_path)
     assert config.broker.data_dir is not None
     settings = broker_settings(config.broker.data_dir, config.broker.port)

@@ -33,7 +33,7 @@ from hub.db import engine_for
 from hub.demo import start_hub_process, stop_process
 from hub.localsinks import WebhookCatcher
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
-from hub.setup import broker_settings, init_directory
+from hub.setup import allow_loopback, broker_settings, init_directory
 from hub.store import Store
 
 
@@ -51,6 +51,7 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="natalia-bench-"))
     config_path = init_directory(workdir, port=free_port(), http_port=free_port())
+    allow_loopback(config_path)  # the webhook catcher is local
     if args.database_url:
         text = config_path.read_text().replace('"sqlite:///natalia.db"', f'"{args.database_url}"')
         config_path.write_text(text)

@@ -279,6 +279,12 @@ class Delivery(SQLModel, table=True):
     device_event_pk: int | None = Field(default=None, foreign_key="deviceevent.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
     responder_id: int | None = Field(default=None, foreign_key="responder.id")
+    registration_id: int | None = Field(
+        default=None,
+        foreign_key="conference_registration.id",
+        description="A Defenders' Days registration: an announcement, or a training alarm's "
+        "message to its participant.",
+    )
     role: str = Role.TRUSTED.value
     kind: str = "alarm"
     stage: int | None = None

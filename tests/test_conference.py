@@ -431,6 +431,51 @@ def test_training_alarms_need_training_on_and_a_kit(
         )
 
 
+def test_a_training_message_under_way_when_the_registration_is_cancelled_is_not_retried(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
+    training.start_training(engine, event.id, data_dir)
+    training.run_training_alarm(engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x")
+    store = Store(engine)
+    (job,) = store.claim_pending()  # being sent to her provider...
+
+    service.cancel_registration(engine, event.id, _pk(registration), data_dir, _now(), "api:hq")
+    store.finish_delivery(job.delivery_id, DeliveryResult.failure("timed out"), job.attempt)
+
+    with Session(engine) as check:
+        row = check.get(Delivery, job.delivery_id)
+        assert row is not None
+        assert (row.status, row.detail) == (
+            "cancelled",
+            "cancelled: the registration was cancelled",
+        )
+        assert row.registration_id == registration.id
+    assert store.claim_pending() == []  # no retry, no other channel, no dead letter
+
+
+def test_training_alarm_messages_stop_when_training_ends_but_announcements_do_not(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
+    training.start_training(engine, event.id, data_dir)
+    alarm_pk = training.run_training_alarm(
+        engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x"
+    )
+    announce(session, event, AnnouncementIn(title="Bus", body="9:00"), "api:hq", _now())
+
+    training.end_training(engine, event.id, data_dir)
+    (job,) = Store(engine).claim_pending()
+
+    assert job.alarm_pk is None and job.notification.title == "Bus"
+    with Session(engine) as check:
+        (stopped,) = check.exec(select(Delivery).where(Delivery.alarm_pk == alarm_pk)).all()
+        assert (stopped.status, stopped.detail) == (
+            "cancelled",
+            "cancelled: training ended for the event",
+        )
+
+
 def _pk(row: ConferenceRegistration) -> int:
     assert row.id is not None
     return row.id

@@ -135,9 +135,10 @@ def cancel_open_deliveries(
     contact_id: int | None = None,
     responder_id: int | None = None,
     registration_id: int | None = None,
-) -> int:
+) -> list[Delivery]:
     """Cancel everything still waiting to go to one contact, responder or registration;
-    returns how many.
+    returns the rows cancelled (``hub.deliveries.stop_deliveries_to`` also ends the first
+    rounds this completes).
 
     A send already under way cannot be called back; the dispatcher cancels, instead of sending,
     whatever else comes up for a stopped recipient (``hub.recipients.recipient_stopped``).
@@ -154,7 +155,7 @@ def cancel_open_deliveries(
     rows = list(session.exec(query.with_for_update()))
     for row in rows:
         cancel(session, row, reason, now)
-    return len(rows)
+    return rows
 
 
 def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:

@@ -454,6 +454,25 @@ def test_a_training_message_under_way_when_the_registration_is_cancelled_is_not_
     assert store.claim_pending() == []  # no retry, no other channel, no dead letter
 
 
+def test_cancelling_the_registration_a_training_alarm_waits_for_completes_its_first_round(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
+    training.start_training(engine, event.id, data_dir)
+    alarm_pk = training.run_training_alarm(
+        engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x"
+    )
+
+    service.cancel_registration(engine, event.id, _pk(registration), data_dir, _now(), "api:hq")
+
+    with Session(engine) as check:
+        (row,) = check.exec(select(Delivery).where(Delivery.alarm_pk == alarm_pk)).all()
+        assert row.status == "cancelled"  # at once, not when the dispatcher comes to it
+        alarm = check.get(Alarm, alarm_pk)
+        assert alarm is not None and alarm.state == "notified"
+    assert Store(engine).claim_pending() == []
+
+
 def test_training_alarm_messages_stop_when_training_ends_but_announcements_do_not(
     engine: Engine, session: Session, event, data_dir: Path
 ) -> None:

@@ -126,6 +126,24 @@ def test_deactivating_a_contact_cancels_its_queued_messages_at_once_with_who_did
     assert row.status == "cancelled" and "deactivated by duty officer" in row.detail
 
 
+def test_the_first_round_completes_when_the_last_recipient_it_waited_for_is_deactivated(
+    scene: Scene,
+) -> None:
+    scene.http.default = (503, b"{}")
+    brother = scene.contact("Brother", url=f"json://127.0.0.1:{scene.http.port}/brother")
+    scene.start()
+    alarm = scene.alarm()
+    wait_until(lambda: [d.status for d in scene.deliveries(alarm, "Brother")] == ["retrying"])
+    wait_until(lambda: [d.status for d in scene.deliveries(alarm, "HQ")] == ["sent"])
+    assert scene.fresh(alarm).state == "received"  # waiting for Brother's message
+
+    admin.set_contact_active(scene.store.engine, brother, False, "duty officer")
+
+    assert scene.fresh(alarm).state == "notified"  # as when the dispatcher cancels it itself
+    assert "notified" in scene.events(alarm)
+    wait_until(lambda: "notified" in scene.stages("al-1"))  # the wristband hears it too
+
+
 def test_a_responder_taken_off_call_gets_nothing_more_about_the_alarm(scene: Scene) -> None:
     from hub.responders import add_responder, set_availability
 

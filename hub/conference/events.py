@@ -23,8 +23,8 @@ from hub.conference.tables import (
     event_pk,
 )
 from hub.conference.training import retire_kits
+from hub.deliveries import stop_deliveries_to
 from hub.models import Defender
-from hub.outbox import cancel_open_deliveries
 from hub.plugin_manager import NotifierRegistry
 from sdk.models import EventIn, ParticipantKind, RegistrationIn, SessionIn
 
@@ -190,7 +190,7 @@ def cancel_registration(
             row.cancelled_at = now
             session.add(row)
             reason = f"the registration was cancelled by {actor}"
-            cancel_open_deliveries(session, reason, now, registration_id=registration_id)
+            stop_deliveries_to(session, reason, now, registration_id=registration_id)
             session.commit()
             log.info("event %s: registration %s cancelled by %s", event_id, row.id, actor)
         session.refresh(row)

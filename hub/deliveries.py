@@ -340,26 +340,14 @@ def complete_first_round(session: Session, alarm_pk: int, now: datetime) -> bool
 
 
 def stop_deliveries_to(
-    session: Session,
-    reason: str,
-    now: datetime,
-    *,
-    contact_id: int | None = None,
-    responder_id: int | None = None,
-    registration_id: int | None = None,
+    session: Session, reason: str, now: datetime, **recipient: int | None
 ) -> int:
     """Cancel everything still waiting to go to one recipient who must get nothing more
-    (``hub.outbox.cancel_open_deliveries``), and complete the first round of each alarm that
+    (``recipient``: ``contact_id=``, ``responder_id=`` or ``registration_id=``, as for
+    ``hub.outbox.cancel_open_deliveries``), and complete the first round of each alarm that
     now waits for nothing, as the dispatcher does when it cancels them itself (the wristband
     hears "notified"). Returns how many messages were cancelled."""
-    rows = cancel_open_deliveries(
-        session,
-        reason,
-        now,
-        contact_id=contact_id,
-        responder_id=responder_id,
-        registration_id=registration_id,
-    )
+    rows = cancel_open_deliveries(session, reason, now, **recipient)
     session.flush()
     for alarm_pk in sorted({row.alarm_pk for row in rows if row.alarm_pk is not None}):
         complete_first_round(session, alarm_pk, now)

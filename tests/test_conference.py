@@ -19,7 +19,12 @@ from hub.clock import FakeClock
 from hub.conference import ConferenceConflict, ConferenceError, ConferenceNotFound, training
 from hub.conference import events as service
 from hub.conference.announcements import announce
-from hub.conference.tables import ConferenceEvent, ConferenceRegistration, RegistrationStatus
+from hub.conference.tables import (
+    ConferenceEvent,
+    ConferenceRegistration,
+    RegistrationStatus,
+    event_pk,
+)
 from hub.db import make_engine
 from hub.lifecycle import Lifecycle
 from hub.models import Alarm, AlarmEvent, Delivery, DeliveryStatus, Device, Role
@@ -431,12 +436,23 @@ def test_training_alarms_need_training_on_and_a_kit(
         )
 
 
+def _training_alarm(
+    engine: Engine, session: Session, event: ConferenceEvent, data_dir: Path
+) -> tuple[ConferenceRegistration, int]:
+    """A defender registered with a channel, training on, and a training alarm of her kit
+    queued for her (nothing sends it: these tests claim deliveries themselves)."""
+    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
+    training.start_training(engine, event_pk(event), data_dir)
+    alarm_pk = training.run_training_alarm(
+        engine, Lifecycle(), FakeClock(), event_pk(event), _pk(registration), "x"
+    )
+    return registration, alarm_pk
+
+
 def test_a_training_message_under_way_when_the_registration_is_cancelled_is_not_retried(
     engine: Engine, session: Session, event, data_dir: Path
 ) -> None:
-    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
-    training.start_training(engine, event.id, data_dir)
-    training.run_training_alarm(engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x")
+    registration, _ = _training_alarm(engine, session, event, data_dir)
     store = Store(engine)
     (job,) = store.claim_pending()  # being sent to her provider...
 
@@ -457,11 +473,7 @@ def test_a_training_message_under_way_when_the_registration_is_cancelled_is_not_
 def test_cancelling_the_registration_a_training_alarm_waits_for_completes_its_first_round(
     engine: Engine, session: Session, event, data_dir: Path
 ) -> None:
-    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
-    training.start_training(engine, event.id, data_dir)
-    alarm_pk = training.run_training_alarm(
-        engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x"
-    )
+    registration, alarm_pk = _training_alarm(engine, session, event, data_dir)
 
     service.cancel_registration(engine, event.id, _pk(registration), data_dir, _now(), "api:hq")
 
@@ -476,11 +488,7 @@ def test_cancelling_the_registration_a_training_alarm_waits_for_completes_its_fi
 def test_training_alarm_messages_stop_when_training_ends_but_announcements_do_not(
     engine: Engine, session: Session, event, data_dir: Path
 ) -> None:
-    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
-    training.start_training(engine, event.id, data_dir)
-    alarm_pk = training.run_training_alarm(
-        engine, Lifecycle(), FakeClock(), event.id, _pk(registration), "x"
-    )
+    _, alarm_pk = _training_alarm(engine, session, event, data_dir)
     announce(session, event, AnnouncementIn(title="Bus", body="9:00"), "api:hq", _now())
 
     training.end_training(engine, event.id, data_dir)

@@ -21,9 +21,9 @@ from broker.launcher import signal_running_broker
 from devicekit.signing import new_key
 from devicekit.topics import validate_device_id
 from hub.codes import hash_code
+from hub.deliveries import stop_deliveries_to
 from hub.escalation import load_policy_file, save_policy
 from hub.models import Contact, Defender, Device, Responder, Role, utc_now
-from hub.outbox import cancel_open_deliveries
 from hub.plugin_manager import NotifierRegistry
 
 if TYPE_CHECKING:
@@ -330,7 +330,7 @@ def set_contact_active(
         cancelled = 0
         if not active:
             reason = f"the contact was deactivated by {actor}"
-            cancelled = cancel_open_deliveries(session, reason, now, contact_id=contact_id)
+            cancelled = stop_deliveries_to(session, reason, now, contact_id=contact_id)
         session.commit()
         session.refresh(contact)
         return ContactChange(contact, cancelled)

@@ -31,7 +31,13 @@ from hub.models import (
     Delivery,
     DeliveryStatus,
 )
-from hub.outbox import cancel, failed_attempts, has_next_channel, queue_fallback
+from hub.outbox import (
+    cancel,
+    cancel_open_deliveries,
+    failed_attempts,
+    has_next_channel,
+    queue_fallback,
+)
 from hub.plugin_api import DeliveryResult, Notification
 from hub.recipients import recipient_stopped
 from hub.retry import RetryPolicy
@@ -109,7 +115,7 @@ class DeliveryStore:
                     alarms.add(row.alarm_pk)
             session.flush()
             for alarm_pk in sorted(alarms):
-                self._complete_if_all_done(session, alarm_pk, now)
+                complete_first_round(session, alarm_pk, now)
             session.commit()
             return len(rows)
 
@@ -153,7 +159,7 @@ class DeliveryStore:
                 jobs.append(DeliveryJob(row.id, row.alarm_pk, notification, row.attempts))
             session.flush()
             for alarm_pk in sorted(cancelled):  # a cancel may end the first round
-                self._complete_if_all_done(session, alarm_pk, now)
+                complete_first_round(session, alarm_pk, now)
             session.commit()
             self._in_flight.update(job.delivery_id for job in jobs)
             return jobs
@@ -202,7 +208,7 @@ class DeliveryStore:
             completed = False
             if row.alarm_pk is not None:
                 session.flush()
-                completed = self._complete_if_all_done(session, row.alarm_pk, now)
+                completed = complete_first_round(session, row.alarm_pk, now)
             session.commit()
             return completed
 
@@ -238,7 +244,7 @@ class DeliveryStore:
         if row.alarm_pk is None:
             return False
         session.flush()
-        return self._complete_if_all_done(session, row.alarm_pk, now)
+        return complete_first_round(session, row.alarm_pk, now)
 
     def _after_failure(
         self,
@@ -290,47 +296,62 @@ class DeliveryStore:
         dead_letter(session, row, decision.reason, now)
 
     @staticmethod
-    def _complete_if_all_done(session: Session, alarm_pk: int, now: datetime) -> bool:
-        """The first round is complete when every message to a recipient has its outcome
-        (an HQ alert about a dead letter does not hold the device's "notified" back).
-
-        The alarm row is locked first: two hubs finishing an alarm's last two deliveries at the
-        same moment would otherwise each still see the other's as open, and neither would mark
-        the alarm notified. After the lock, the next statement sees what the other committed.
-        """
-        alarm = session.exec(select(Alarm).where(Alarm.id == alarm_pk).with_for_update()).first()
-        if alarm is None or alarm.state != AlarmState.RECEIVED.value:
-            return False
-        open_rows = session.exec(
-            select(Delivery.id).where(
-                Delivery.alarm_pk == alarm_pk,
-                col(Delivery.status).in_(OPEN_STATUSES),
-                Delivery.kind != DEAD_LETTER_KIND,
-            )
-        ).first()
-        if open_rows is not None:
-            return False
-        alarm.state = AlarmState.NOTIFIED.value
-        session.add(alarm)
-        session.add(
-            AlarmEvent(
-                alarm_pk=alarm_pk,
-                at=now,
-                kind="notified",
-                detail="first round complete",
-                hq_only=alarm.duress,  # a cancelled alarm's first round never completes
-            )
-        )
-        if not alarm.duress:
-            device_ack(session, alarm, AckStage.NOTIFIED, now)
-        return True
-
-    @staticmethod
     def _is_test(session: Session, row: Delivery) -> bool:
         if row.alarm_pk is None:
             return False
         alarm = session.get(Alarm, row.alarm_pk)
         return alarm is not None and alarm.kind == protocol.AlarmKind.TEST.value
+
+
+def complete_first_round(session: Session, alarm_pk: int, now: datetime) -> bool:
+    """The first round is complete when every message to a recipient has its outcome
+    (an HQ alert about a dead letter does not hold the device's "notified" back).
+
+    The alarm row is locked first: two hubs finishing an alarm's last two deliveries at the
+    same moment would otherwise each still see the other's as open, and neither would mark
+    the alarm notified. After the lock, the next statement sees what the other committed.
+    """
+    alarm = session.exec(select(Alarm).where(Alarm.id == alarm_pk).with_for_update()).first()
+    if alarm is None or alarm.state != AlarmState.RECEIVED.value:
+        return False
+    open_rows = session.exec(
+        select(Delivery.id).where(
+            Delivery.alarm_pk == alarm_pk,
+            col(Delivery.status).in_(OPEN_STATUSES),
+            Delivery.kind != DEAD_LETTER_KIND,
+        )
+    ).first()
+    if open_rows is not None:
+        return False
+    alarm.state = AlarmState.NOTIFIED.value
+    session.add(alarm)
+    session.add(
+        AlarmEvent(
+            alarm_pk=alarm_pk,
+            at=now,
+            kind="notified",
+            detail="first round complete",
+            hq_only=alarm.duress,  # a cancelled alarm's first round never completes
+        )
+    )
+    if not alarm.duress:
+        device_ack(session, alarm, AckStage.NOTIFIED, now)
+    return True
+
+
+def stop_deliveries_to(
+    session: Session, reason: str, now: datetime, **recipient: int | None
+) -> int:
+    """Cancel everything still waiting to go to one recipient who must get nothing more
+    (``recipient``: ``contact_id=``, ``responder_id=`` or ``registration_id=``, as for
+    ``hub.outbox.cancel_open_deliveries``), and complete the first round of each alarm that
+    now waits for nothing, as the dispatcher does when it cancels them itself (the wristband
+    hears "notified"). Returns how many messages were cancelled."""
+    rows = cancel_open_deliveries(session, reason, now, **recipient)
+    session.flush()
+    for alarm_pk in sorted({row.alarm_pk for row in rows if row.alarm_pk is not None}):
+        complete_first_round(session, alarm_pk, now)
+    return len(rows)
 
 
 def _delivery_event(session: Session, row: Delivery, kind: str, text: str, now: datetime) -> None:

@@ -238,6 +238,12 @@ class Alarm(SQLModel, table=True):
         description="When the duress code came: outside HQ the alarm looks cancelled from then "
         "on (hub.disclosure).",
     )
+    outside_position_erased: bool = Field(
+        default=False,
+        description="A duress alarm whose position outsiders no longer see: retention erased it "
+        "for them when it would have erased a really cancelled alarm's (HQ keeps it until the "
+        "alarm really closes).",
+    )
     acknowledged_at: datetime | None = None
     verified_at: datetime | None = None
     closed_at: datetime | None = None
@@ -273,6 +279,12 @@ class Delivery(SQLModel, table=True):
     device_event_pk: int | None = Field(default=None, foreign_key="deviceevent.id")
     contact_id: int | None = Field(default=None, foreign_key="contact.id")
     responder_id: int | None = Field(default=None, foreign_key="responder.id")
+    registration_id: int | None = Field(
+        default=None,
+        foreign_key="conference_registration.id",
+        description="A Defenders' Days registration: an announcement, or a training alarm's "
+        "message to its participant.",
+    )
     role: str = Role.TRUSTED.value
     kind: str = "alarm"
     stage: int | None = None

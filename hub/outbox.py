@@ -87,6 +87,7 @@ def queue(
         device_event_pk=device_event_pk,
         contact_id=target.id if target.kind == "contact" else None,
         responder_id=target.id if target.kind == "responder" else None,
+        registration_id=target.id if target.kind == "registration" else None,
         role=target.role.value,
         kind=event,
         stage=stage,
@@ -133,29 +134,33 @@ def cancel_open_deliveries(
     *,
     contact_id: int | None = None,
     responder_id: int | None = None,
-) -> int:
-    """Cancel everything still waiting to go to one contact or responder; returns how many.
+    registration_id: int | None = None,
+) -> list[Delivery]:
+    """Cancel everything still waiting to go to one contact, responder or registration;
+    returns the rows cancelled (``hub.deliveries.stop_deliveries_to`` also ends the first
+    rounds this completes).
 
     A send already under way cannot be called back; the dispatcher cancels, instead of sending,
     whatever else comes up for a stopped recipient (``hub.recipients.recipient_stopped``).
     """
-    if (contact_id is None) == (responder_id is None):
-        raise ValueError("name exactly one contact or one responder")
-    recipient = (
-        col(Delivery.contact_id) == contact_id
-        if contact_id is not None
-        else col(Delivery.responder_id) == responder_id
-    )
-    query = select(Delivery).where(recipient, col(Delivery.status).in_(CLAIMABLE_STATUSES))
+    named = [
+        (Delivery.contact_id, contact_id),
+        (Delivery.responder_id, responder_id),
+        (Delivery.registration_id, registration_id),
+    ]
+    given = [col(column) == value for column, value in named if value is not None]
+    if len(given) != 1:
+        raise ValueError("name exactly one contact, responder or registration")
+    query = select(Delivery).where(given[0], col(Delivery.status).in_(CLAIMABLE_STATUSES))
     rows = list(session.exec(query.with_for_update()))
     for row in rows:
         cancel(session, row, reason, now)
-    return len(rows)
+    return rows
 
 
 def _next_channel(session: Session, failed: Delivery) -> tuple[Target, int] | None:
     if failed.contact_id is None and failed.responder_id is None:
-        return None  # not to a contact or responder (an event announcement): one channel only
+        return None  # not to a contact or responder (a registration): one channel only
     target = target_by_key(session, delivery_target_key(failed))
     index = failed.channel_index + 1
     if target is None or index >= len(target.urls):
@@ -190,6 +195,7 @@ def queue_fallback(session: Session, failed: Delivery, now: datetime) -> Deliver
         device_event_pk=failed.device_event_pk,
         contact_id=failed.contact_id,
         responder_id=failed.responder_id,
+        registration_id=failed.registration_id,
         role=failed.role,
         kind=failed.kind,
         stage=failed.stage,

@@ -8,7 +8,11 @@ already queued for them is cancelled when it comes up (``recipient_stopped``).
 
 An alarm from a training wristband (``Device.training_event_id``) reaches only the participant
 who holds that wristband, whatever its policy, its kind or the roles asked for: a training kit
-must never raise a real alarm, or alert a defender's contacts, HQ or responders.
+must never raise a real alarm, or alert a defender's contacts, HQ or responders. The participant
+is a recipient like any other (a ``registration`` target: sent, retried, reminded, told of the
+close); a registration stops receiving when it is cancelled, and a training alarm's messages
+also stop when its event's training ends. Announcements to a registration stop when it is
+cancelled.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, or_, select
 
-from hub.conference.tables import ConferenceRegistration, RegistrationStatus
+from hub.conference.tables import ConferenceEvent, ConferenceRegistration, RegistrationStatus
 from hub.models import Alarm, Contact, Defender, Delivery, Device, Responder, Role
 
 
@@ -105,6 +109,20 @@ def is_training_alarm(session: Session, alarm: Alarm) -> bool:
     return device is not None and device.training_event_id is not None
 
 
+def _registration_target(registration: ConferenceRegistration) -> Target | None:
+    if registration.id is None or registration.channel_url is None:
+        return None
+    return Target(
+        "registration",
+        registration.id,
+        registration.name,
+        Role.PARTICIPANT,
+        registration.language,
+        (registration.channel_url,),
+        receives_tests=True,
+    )
+
+
 def training_targets(session: Session, alarm: Alarm) -> list[Target]:
     """The participant holding the training wristband, on their registration's channel."""
     query = select(ConferenceRegistration).where(
@@ -112,19 +130,8 @@ def training_targets(session: Session, alarm: Alarm) -> list[Target]:
         ConferenceRegistration.status == RegistrationStatus.REGISTERED.value,
         col(ConferenceRegistration.channel_url).is_not(None),
     )
-    return [
-        Target(
-            "registration",
-            registration.id,
-            registration.name,
-            Role.PARTICIPANT,
-            registration.language,
-            (registration.channel_url,),
-            receives_tests=True,
-        )
-        for registration in session.exec(query)
-        if registration.id is not None and registration.channel_url is not None
-    ]
+    found = (_registration_target(registration) for registration in session.exec(query))
+    return [target for target in found if target is not None]
 
 
 def hq_targets(session: Session, alarm: Alarm) -> list[Target]:
@@ -154,6 +161,8 @@ def delivery_target_key(delivery: Delivery) -> str:
     """The :attr:`Target.key` of the recipient a delivery went to (``contact:3``)."""
     if delivery.contact_id is not None:
         return f"contact:{delivery.contact_id}"
+    if delivery.registration_id is not None:
+        return f"registration:{delivery.registration_id}"
     return f"responder:{delivery.responder_id}"
 
 
@@ -165,20 +174,43 @@ def target_by_key(session: Session, key: str) -> Target | None:
 
 
 def target_of(session: Session, kind: str, target_id: int) -> Target | None:
-    """See :func:`target_by_key`."""
+    """See :func:`target_by_key`. A registration is a training alarm's participant."""
     if kind == "contact":
         contact = session.get(Contact, target_id)
         return _contact_target(contact) if contact is not None and contact.active else None
+    if kind == "registration":
+        registration = session.get(ConferenceRegistration, target_id)
+        if registration is None or _registration_stopped(session, registration, True):
+            return None
+        return _registration_target(registration)
     responder = session.get(Responder, target_id)
     if responder is None or not responder.available:
         return None
     return _responder_target(responder, 0.0)
 
 
+def _registration_stopped(
+    session: Session, registration: ConferenceRegistration, about_alarm: bool
+) -> str | None:
+    """Why a registration may receive nothing more (``about_alarm``: a training alarm's
+    message, which stops with the event's training too), or None."""
+    if not registration.active:
+        return "the registration was cancelled"
+    if about_alarm:
+        event = session.get(ConferenceEvent, registration.event_id)
+        if event is None or not event.training_active:
+            return "training ended for the event"
+    return None
+
+
 def recipient_stopped(session: Session, delivery: Delivery) -> str | None:
     """Why nothing more may go to the recipient of ``delivery`` (and its link must not work),
-    or None while they may receive. Messages to no contact or responder (an announcement to a
-    registration's own channel) are never stopped here."""
+    or None while they may receive."""
+    if delivery.registration_id is not None:
+        registration = session.get(ConferenceRegistration, delivery.registration_id)
+        if registration is None:
+            return "the registration was deleted"
+        return _registration_stopped(session, registration, delivery.alarm_pk is not None)
     if delivery.contact_id is not None:
         contact = session.get(Contact, delivery.contact_id)
         if contact is None:

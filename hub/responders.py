@@ -27,9 +27,9 @@ from broker.config import HUB_USER, BrokerSettings
 from broker.launcher import signal_running_broker
 from devicekit.topics import validate_device_id
 from hub.admin import AdminError
+from hub.deliveries import stop_deliveries_to
 from hub.geo import as_utc, check_coordinates, nearest_responders
 from hub.models import Device, Responder, utc_now
-from hub.outbox import cancel_open_deliveries
 from hub.owntracks import OwnTracksLocation
 
 if TYPE_CHECKING:
@@ -171,7 +171,7 @@ def set_availability(engine: Engine, responder_id: int, available: bool) -> Resp
         session.add(responder)
         if not available:
             reason = "the responder was taken off call"
-            cancel_open_deliveries(session, reason, utc_now(), responder_id=responder_id)
+            stop_deliveries_to(session, reason, utc_now(), responder_id=responder_id)
         session.commit()
         return _detached(session, responder)
 

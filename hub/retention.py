@@ -6,8 +6,10 @@ position or a track (delivery bodies — about an alarm once it has been closed 
 about anything else once they are that old); the bodies of webhook POSTs (alarm events carry
 positions); the raw payloads of refused messages; responders' last positions. They are erased
 once older than ``[retention] positions_days``. What is still to be sent is never erased. What
-happened stays: the alarm, its timeline, who was told and when. The hub runs this every
-``run_every_s``; ``natalia retention run`` runs it once.
+happened stays: the alarm, its timeline, who was told and when. A duress alarm's position goes
+from the sight of those outside HQ when a really cancelled alarm's would be erased
+(``Alarm.outside_position_erased``); HQ keeps it until the alarm really closes. The hub runs
+this every ``run_every_s``; ``natalia retention run`` runs it once.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, not_, or_, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -89,6 +91,17 @@ def _closed_before(cutoff: datetime) -> SelectOfScalar[int | None]:
 
 
 def _alarms(connection: Connection, cutoff: datetime) -> int:
+    # Outside HQ a duress alarm closed when the code came (hub.disclosure): its position goes
+    # from their sight in the same run as a really cancelled alarm's would, never later.
+    connection.execute(
+        update(Alarm)
+        .where(
+            col(Alarm.duress),
+            col(Alarm.duress_at) < cutoff,
+            not_(col(Alarm.outside_position_erased)),
+        )
+        .values(outside_position_erased=True)
+    )
     return connection.execute(
         update(Alarm)
         .where(col(Alarm.id).in_(_closed_before(cutoff)), col(Alarm.lat).is_not(None))

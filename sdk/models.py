@@ -308,7 +308,10 @@ class Alarm(Model):
     device_alarm_id: str
     kind: str
     state: AlarmState
-    duress: bool
+    duress: bool = Field(
+        description="A duress code was entered (the alarm only looks cancelled). Told to HQ's "
+        "roles only: for everyone else it is false and the alarm reads as really cancelled."
+    )
     device_ts: datetime
     received_at: datetime
     position: Position | None = None

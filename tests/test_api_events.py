@@ -447,3 +447,99 @@ def test_training_for_an_unknown_event_is_a_404(api: ApiHub) -> None:
         assert problem(client.get("/v1/events/987654/training"), 404) == "no event 987654"
         body = {"registration_id": 1}
         assert problem(client.post("/v1/events/987654/training/alarms", json=body), 404)
+
+
+# -- a registration as a recipient: sent, retried, told of the close; stopped when cancelled -----
+
+
+def _trainee(
+    client: httpx.Client, receiver: HTTPReceiver, path: str
+) -> tuple[str, dict[str, Any], str]:
+    """A defender registered for a new event with ``path`` on ``receiver`` as her channel, and
+    training on: the event's path, her registration and her name."""
+    name = unique("Trainee")
+    defender_id = new_defender(client, name)
+    event = new_event(client)
+    event_path = f"/v1/events/{event['id']}"
+    body = {"kind": "defender", "defender_id": defender_id, "channel_url": json_url(receiver, path)}
+    registration = created(client.post(f"{event_path}/registrations", json=body))
+    created(client.post(f"{event_path}/training"))
+    return event_path, registration, name
+
+
+def _training_alarm(client: httpx.Client, event_path: str, registration: dict[str, Any]) -> int:
+    body = {"registration_id": registration["id"]}
+    return int(created(client.post(f"{event_path}/training/alarms", json=body))["id"])
+
+
+def _statuses(client: httpx.Client, alarm_id: int) -> list[str]:
+    return [d["status"] for d in client.get(f"/v1/alarms/{alarm_id}/deliveries").json()]
+
+
+def test_a_training_alarm_reaches_its_participant_again_after_a_failure_and_tells_her_the_close(
+    api: ApiHub, http_receiver: HTTPReceiver
+) -> None:
+    http_receiver.responses = [(500, b'{"error": "busy"}')]  # her provider fails once
+    with api.client(ApiRole.HQ) as client:
+        event_path, registration, name = _trainee(client, http_receiver, "/trainee-retried")
+        alarm_id = _training_alarm(client, event_path, registration)
+        wait_until(lambda: state_of(client, alarm_id) == "notified")  # retried and sent
+        resolved = client.post(f"/v1/alarms/{alarm_id}/resolve", json={"note": "drill over"})
+        assert resolved.status_code == 200, resolved.text
+        wait_until(lambda: set(_statuses(client, alarm_id)) == {"sent"})
+        deliveries = client.get(f"/v1/alarms/{alarm_id}/deliveries").json()
+
+    assert [(d["recipient"], d["kind"], d["attempts"]) for d in deliveries] == [
+        (name, "test", 2),
+        (name, "resolved", 1),
+    ]
+    assert titles(http_receiver, "/trainee-retried") == [
+        f"TEST alarm, no action needed: {name}",  # refused by her provider
+        f"TEST alarm, no action needed: {name}",
+        f"Alarm closed: {name}",
+    ]
+
+
+def test_a_cancelled_registration_gets_no_more_training_alarm_messages(
+    api: ApiHub, http_receiver: HTTPReceiver
+) -> None:
+    http_receiver.default = (500, b'{"error": "down"}')  # every send fails: it would be retried
+    with api.client(ApiRole.HQ) as client:
+        event_path, registration, _ = _trainee(client, http_receiver, "/trainee-cancelled")
+        alarm_id = _training_alarm(client, event_path, registration)
+        wait_until(lambda: "retrying" in _statuses(client, alarm_id))
+        gone = client.delete(f"{event_path}/registrations/{registration['id']}")
+        assert gone.status_code == 200, gone.text
+        # Cancelled at once, or (if a retry was already under way) as soon as it fails.
+        wait_until(lambda: _statuses(client, alarm_id) == ["cancelled"])
+        deliveries = client.get(f"/v1/alarms/{alarm_id}/deliveries").json()
+        resolved = client.post(f"/v1/alarms/{alarm_id}/resolve", json={"note": "drill over"})
+        assert resolved.status_code == 200, resolved.text
+        after_close = client.get(f"/v1/alarms/{alarm_id}/deliveries").json()
+
+    assert "the registration was cancelled" in deliveries[0]["detail"]
+    assert after_close == deliveries  # not even the close is sent to her
+    assert len(titles(http_receiver, "/trainee-cancelled")) <= 2  # the first try, one under way
+
+
+def test_announcements_queued_for_a_registration_stop_when_it_is_cancelled(
+    api: ApiHub, http_receiver: HTTPReceiver
+) -> None:
+    http_receiver.default = (500, b'{"error": "down"}')
+    with api.client(ApiRole.HQ) as client:
+        event = new_event(client)
+        path = f"/v1/events/{event['id']}"
+        body = {"kind": "guest", "name": "Guest", "channel_url": json_url(http_receiver, "/g")}
+        guest = created(client.post(f"{path}/registrations", json=body))
+        made = created(client.post(f"{path}/announcements", json={"title": "Bus", "body": "9:00"}))
+
+        def statuses() -> list[str]:
+            return [row.status for row in _announcement_deliveries(api, made["id"])]
+
+        wait_until(lambda: statuses() == ["retrying"])
+        assert client.delete(f"{path}/registrations/{guest['id']}").status_code == 200
+        wait_until(lambda: statuses() == ["cancelled"])
+
+    (row,) = _announcement_deliveries(api, made["id"])
+    assert row.registration_id == guest["id"] and "registration was cancelled" in row.detail
+    assert len(titles(http_receiver, "/g")) <= 2  # the first try, one under way

@@ -47,9 +47,8 @@ def test_delivered_events_name_roles_not_people_outside_hq(
 
         with Session(engine) as session:
             (source,) = [s for s in SOURCES if s.name == "alarm"]
-            bodies = [
-                source.to_event(session, row).body() for _, row in source.after(session, 0, 500)
-            ]
+            events = [source.to_event(session, row) for _, row in source.after(session, 0, 500)]
+            bodies = [event.body() for event in events if event is not None]
     finally:
         engine.dispose()
     mine = [json.loads(b) for b in bodies if json.loads(b)["data"]["alarm"]["id"] == alarm_id]

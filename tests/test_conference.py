@@ -19,7 +19,12 @@ from hub.clock import FakeClock
 from hub.conference import ConferenceConflict, ConferenceError, ConferenceNotFound, training
 from hub.conference import events as service
 from hub.conference.announcements import announce
-from hub.conference.tables import ConferenceEvent, ConferenceRegistration, RegistrationStatus
+from hub.conference.tables import (
+    ConferenceEvent,
+    ConferenceRegistration,
+    RegistrationStatus,
+    event_pk,
+)
 from hub.db import make_engine
 from hub.lifecycle import Lifecycle
 from hub.models import Alarm, AlarmEvent, Delivery, DeliveryStatus, Device, Role
@@ -428,6 +433,73 @@ def test_training_alarms_need_training_on_and_a_kit(
         assert check.exec(select(Alarm)).all() == []
         assert check.get(ConferenceRegistration, registration.id).status == (  # type: ignore[union-attr]
             RegistrationStatus.CANCELLED.value
+        )
+
+
+def _training_alarm(
+    engine: Engine, session: Session, event: ConferenceEvent, data_dir: Path
+) -> tuple[ConferenceRegistration, int]:
+    """A defender registered with a channel, training on, and a training alarm of her kit
+    queued for her (nothing sends it: these tests claim deliveries themselves)."""
+    registration = _register_defender(session, event, _defender(engine), channel="sink://t")
+    training.start_training(engine, event_pk(event), data_dir)
+    alarm_pk = training.run_training_alarm(
+        engine, Lifecycle(), FakeClock(), event_pk(event), _pk(registration), "x"
+    )
+    return registration, alarm_pk
+
+
+def test_a_training_message_under_way_when_the_registration_is_cancelled_is_not_retried(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    registration, _ = _training_alarm(engine, session, event, data_dir)
+    store = Store(engine)
+    (job,) = store.claim_pending()  # being sent to her provider...
+
+    service.cancel_registration(engine, event.id, _pk(registration), data_dir, _now(), "api:hq")
+    store.finish_delivery(job.delivery_id, DeliveryResult.failure("timed out"), job.attempt)
+
+    with Session(engine) as check:
+        row = check.get(Delivery, job.delivery_id)
+        assert row is not None
+        assert (row.status, row.detail) == (
+            "cancelled",
+            "cancelled: the registration was cancelled",
+        )
+        assert row.registration_id == registration.id
+    assert store.claim_pending() == []  # no retry, no other channel, no dead letter
+
+
+def test_cancelling_the_registration_a_training_alarm_waits_for_completes_its_first_round(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    registration, alarm_pk = _training_alarm(engine, session, event, data_dir)
+
+    service.cancel_registration(engine, event.id, _pk(registration), data_dir, _now(), "api:hq")
+
+    with Session(engine) as check:
+        (row,) = check.exec(select(Delivery).where(Delivery.alarm_pk == alarm_pk)).all()
+        assert row.status == "cancelled"  # at once, not when the dispatcher comes to it
+        alarm = check.get(Alarm, alarm_pk)
+        assert alarm is not None and alarm.state == "notified"
+    assert Store(engine).claim_pending() == []
+
+
+def test_training_alarm_messages_stop_when_training_ends_but_announcements_do_not(
+    engine: Engine, session: Session, event, data_dir: Path
+) -> None:
+    _, alarm_pk = _training_alarm(engine, session, event, data_dir)
+    announce(session, event, AnnouncementIn(title="Bus", body="9:00"), "api:hq", _now())
+
+    training.end_training(engine, event.id, data_dir)
+    (job,) = Store(engine).claim_pending()
+
+    assert job.alarm_pk is None and job.notification.title == "Bus"
+    with Session(engine) as check:
+        (stopped,) = check.exec(select(Delivery).where(Delivery.alarm_pk == alarm_pk)).all()
+        assert (stopped.status, stopped.detail) == (
+            "cancelled",
+            "cancelled: training ended for the event",
         )
 
 

@@ -14,7 +14,7 @@ from devicekit.protocol import Location, Position, utcnow
 from hub import admin
 from hub.codes import new_token
 from hub.escalation import PolicyError, parse_policy
-from hub.models import Contact, Delivery, EscalationPolicy, Role
+from hub.models import Alarm, Contact, Delivery, EscalationPolicy, Role
 from tests.support.receivers import wait_until
 from tests.support.scene import Scene
 
@@ -110,20 +110,40 @@ def test_what_was_queued_for_a_contact_is_cancelled_once_it_is_deactivated(
     assert "delivery_cancelled" in events and "dead_letter" not in events
 
 
-def test_deactivating_a_contact_cancels_its_queued_messages_at_once_with_who_did_it(
-    scene: Scene,
-) -> None:
+def brother_waiting_for_a_retry(scene: Scene) -> tuple[int, Alarm]:
+    """A contact whose channel is down, and an alarm whose message to him waits for a retry."""
     scene.http.default = (503, b"{}")
     brother = scene.contact("Brother", url=f"json://127.0.0.1:{scene.http.port}/brother")
     scene.start()
     alarm = scene.alarm()
     wait_until(lambda: [d.status for d in scene.deliveries(alarm, "Brother")] == ["retrying"])
+    return brother, alarm
+
+
+def test_deactivating_a_contact_cancels_its_queued_messages_at_once_with_who_did_it(
+    scene: Scene,
+) -> None:
+    brother, alarm = brother_waiting_for_a_retry(scene)
 
     change = admin.set_contact_active(scene.store.engine, brother, False, "duty officer")
 
     assert change.cancelled == 1 and not change.contact.active
     [row] = scene.deliveries(alarm, "Brother")
     assert row.status == "cancelled" and "deactivated by duty officer" in row.detail
+
+
+def test_the_first_round_completes_when_the_last_recipient_it_waited_for_is_deactivated(
+    scene: Scene,
+) -> None:
+    brother, alarm = brother_waiting_for_a_retry(scene)
+    wait_until(lambda: [d.status for d in scene.deliveries(alarm, "HQ")] == ["sent"])
+    assert scene.fresh(alarm).state == "received"  # waiting for Brother's message
+
+    admin.set_contact_active(scene.store.engine, brother, False, "duty officer")
+
+    assert scene.fresh(alarm).state == "notified"  # as when the dispatcher cancels it itself
+    assert "notified" in scene.events(alarm)
+    wait_until(lambda: "notified" in scene.stages("al-1"))  # the wristband hears it too
 
 
 def test_a_responder_taken_off_call_gets_nothing_more_about_the_alarm(scene: Scene) -> None:

@@ -10,6 +10,10 @@ of the buffer growing without bound; its socket's flow control holds it back mea
 
 Rows go out in id order without gaps or duplicates (``hub.tail`` explains the ordering); a
 listener's position is the id of the last event it was sent, which is also the SSE ``id:``.
+
+A listener outside HQ is never sent an event for HQ only (``hub.disclosure``): for it such an
+event is as if it did not exist — no frame, and the keepalive comes when it would have come
+without it, so not even the timing of what it is sent tells that something happened.
 """
 
 from __future__ import annotations
@@ -47,12 +51,14 @@ class Frame:
     id: int
     alarm_id: int
     data: bytes  #: the whole SSE event: ``id:``, ``event:``, ``data:`` and the blank line
-    outside: bytes  #: the same for listeners outside HQ: roles, not people
+    #: The same for listeners outside HQ (roles, not people); None: for HQ only.
+    outside: bytes | None
 
 
 def frame(row: AlarmEvent) -> Frame:
     view = alarm_event_view(row)
-    return Frame(view.id, view.alarm_id, _sse(view), _sse(outside_event_view(row)))
+    outside = None if row.hq_only else _sse(outside_event_view(row))
+    return Frame(view.id, view.alarm_id, _sse(view), outside)
 
 
 def _sse(view: AlarmEventModel) -> bytes:
@@ -104,9 +110,9 @@ class Broadcaster:
                 assert self.head is not None
                 if position < self.head:
                     frames, position = await self._after(position, alarm_id)
-                    for found in frames:
-                        yield found.outside if outside else found.data
-                    if frames:
+                    chunks = [f.outside if outside else f.data for f in frames]
+                    for chunk in [chunk for chunk in chunks if chunk is not None]:
+                        yield chunk
                         sent_at = loop.time()
                     continue
                 try:  # asyncio.timeout: wait_for (3.11) can swallow a disconnect's cancellation

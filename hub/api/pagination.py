@@ -58,6 +58,29 @@ def paginate(
     newest_first: bool = False,
 ) -> Page[T]:
     """One page of ``query`` (a ``select(Table)`` with its filters) ordered by ``id_column``."""
+    return paginate_rows(
+        session,
+        query,
+        id_column,
+        lambda rows: [convert(row) for row in rows],
+        limit=limit,
+        cursor=cursor,
+        newest_first=newest_first,
+    )
+
+
+def paginate_rows(
+    session: Session,
+    query: Any,
+    id_column: Any,
+    convert: Callable[[Sequence[Any]], list[T]],
+    *,
+    limit: int,
+    cursor: str | None,
+    newest_first: bool = False,
+) -> Page[T]:
+    """:func:`paginate` with ``convert`` given the page's rows at once (one query for what
+    they refer to, not one per row)."""
     column = col(id_column)
     if cursor is not None:
         last = decode_cursor(cursor)
@@ -67,7 +90,7 @@ def paginate(
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = encode_cursor(_id_of(rows[-1])) if more and rows else None
-    return Page[T](items=[convert(row) for row in rows], next_cursor=next_cursor)
+    return Page[T](items=convert(rows), next_cursor=next_cursor)
 
 
 def _id_of(row: Any) -> int:

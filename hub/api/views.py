@@ -4,11 +4,13 @@ Channel URLs are shown masked; delivery bodies are not shown (they hold position
 
 Consumers outside HQ (webhooks, the read-only role, their live streams) get the ``outside_*``
 views: who was told and who acted are named by role (``trusted``, ``hq``...), never by name or
-channel, and providers' texts (which can quote an address) are left out.
+channel, and providers' texts (which can quote an address) are left out; a duress alarm is
+shown as the really cancelled alarm ``hub.disclosure.outside_view`` makes of it.
 """
 
 from __future__ import annotations
 
+from hub.disclosure import outside_view
 from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
@@ -44,6 +46,11 @@ def alarm_view(row: AlarmRow) -> Alarm:
         verified_at=row.verified_at,
         closed_at=row.closed_at,
     )
+
+
+def outside_alarm_view(row: AlarmRow) -> Alarm:
+    """An alarm as those outside HQ may see it: after a duress code, a really cancelled one."""
+    return alarm_view(outside_view(row))
 
 
 def alarm_event_view(row: AlarmEventRow) -> AlarmEvent:

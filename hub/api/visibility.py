@@ -11,23 +11,40 @@ which ids exist, not which alarm is whose. So for such a caller:
 - audit trails name HQ's people as ``hq``.
 
 Roles with ``operations:read`` (admin, hq, read_only) see everything their permissions allow.
+
+Only HQ's roles (``contacts:read``: admin, hq) are told who was told of an alarm and whether a
+duress code was entered. Every other consumer — the read-only role, its live stream, webhook
+receivers — sees alarms as ``hub.disclosure`` shows them outside HQ: a duress alarm is a really
+cancelled one, in every view, filter and list, and nothing HQ did after the code is shown.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import Mapped
+from sqlmodel import Session, col
+from sqlmodel.sql.expression import SelectOfScalar
 
 from hub.api.permissions import Permission, allows
 from hub.api.tokens import Principal
 from hub.api.views import (
     alarm_event_view,
+    alarm_view,
     delivery_view,
+    outside_alarm_view,
     outside_delivery_view,
     outside_event_view,
 )
+from hub.disclosure import duress_times, outside_delivery, outside_state, shown_outside
+from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
-from sdk.models import AlarmEvent, Delivery
+from sdk.models import Alarm, AlarmEvent, Delivery
+
+Row = TypeVar("Row", AlarmEventRow, DeliveryRow)
 
 #: How an outside caller sees anyone but itself in an audit trail.
 OTHERS = "hq"
@@ -58,10 +75,42 @@ def knows_recipients(principal: Principal) -> bool:
     return allows(principal.role, Permission.CONTACTS_READ)
 
 
+def alarm_view_for(principal: Principal) -> Callable[[AlarmRow], Alarm]:
+    """Alarms as they are for HQ; for everyone else a duress alarm is a cancelled one."""
+    return alarm_view if knows_recipients(principal) else outside_alarm_view
+
+
+def alarm_state_for(principal: Principal) -> Mapped[str] | ColumnElement[str]:
+    """The alarm state a ``?state=`` filter compares, as the caller sees it (SQL)."""
+    return col(AlarmRow.state) if knows_recipients(principal) else outside_state()
+
+
 def event_view_for(principal: Principal) -> Callable[[AlarmEventRow], AlarmEvent]:
     """Timeline entries naming people for HQ, roles for everyone else."""
     return alarm_event_view if knows_recipients(principal) else outside_event_view
 
 
-def delivery_view_for(principal: Principal) -> Callable[[DeliveryRow], Delivery]:
-    return delivery_view if knows_recipients(principal) else outside_delivery_view
+def visible_rows(
+    principal: Principal, query: SelectOfScalar[Row], table: type[Row]
+) -> SelectOfScalar[Row]:
+    """``query`` (of timeline events or deliveries) limited to what ``principal`` may see:
+    in SQL, so pages hold only shown rows (``hub.disclosure``)."""
+    return query if knows_recipients(principal) else query.where(shown_outside(table))
+
+
+def delivery_views_for(
+    principal: Principal, session: Session
+) -> Callable[[Sequence[DeliveryRow]], list[Delivery]]:
+    """Deliveries naming people for HQ; for everyone else roles only, each as it was when its
+    alarm's duress code came (``hub.disclosure.outside_delivery``)."""
+    if knows_recipients(principal):
+        return lambda rows: [delivery_view(row) for row in rows]
+
+    def outside(rows: Sequence[DeliveryRow]) -> list[Delivery]:
+        duress = duress_times(session, {row.alarm_pk for row in rows})
+        return [
+            outside_delivery_view(outside_delivery(row, duress.get(row.alarm_pk or 0)))
+            for row in rows
+        ]
+
+    return outside

@@ -1,9 +1,11 @@
 """Announcements: one outbox row per active registration with a channel.
 
-They are ordinary ``Delivery`` rows (kind ``announcement``, no alarm), so the running hub's
-dispatcher sends them through the same notifier plugins, with the same timeouts, retries and
-dead-letter alert to HQ as alarm messages. A registration has one channel: when it fails for
-good, HQ is told who was not reached. The text is sent as HQ wrote it, in no other language.
+They are ordinary ``Delivery`` rows (kind ``announcement``, no alarm, ``registration_id`` set),
+so the running hub's dispatcher sends them through the same notifier plugins, with the same
+timeouts, retries and dead-letter alert to HQ as alarm messages; and a cancelled registration
+gets none of them any more, however long they waited (``hub.recipients.recipient_stopped``).
+A registration has one channel: when it fails for good, HQ is told who was not reached. The
+text is sent as HQ wrote it, in no other language.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ def announce(
         session.add(
             Delivery(
                 key=delivery_key(announcement.id, registration.id),
+                registration_id=registration.id,
                 role=PARTICIPANT_ROLE,
                 kind=ANNOUNCEMENT_KIND,
                 recipient=registration.name,

@@ -23,6 +23,7 @@ from hub.conference.tables import (
     event_pk,
 )
 from hub.conference.training import retire_kits
+from hub.deliveries import stop_deliveries_to
 from hub.models import Defender
 from hub.plugin_manager import NotifierRegistry
 from sdk.models import EventIn, ParticipantKind, RegistrationIn, SessionIn
@@ -179,13 +180,17 @@ def cancel_registration(
     now: datetime,
     actor: str,
 ) -> ConferenceRegistration:
-    """Cancel (idempotent): no more announcements, and a training wristband stops working."""
+    """Cancel (idempotent): from this moment nothing more is sent to the registration —
+    announcements and training alarm messages already queued are cancelled — and a training
+    wristband stops working."""
     with Session(engine) as session:
         row = get_registration(session, event_id, registration_id)
         if row.active:
             row.status = RegistrationStatus.CANCELLED.value
             row.cancelled_at = now
             session.add(row)
+            reason = f"the registration was cancelled by {actor}"
+            stop_deliveries_to(session, reason, now, registration_id=registration_id)
             session.commit()
             log.info("event %s: registration %s cancelled by %s", event_id, row.id, actor)
         session.refresh(row)

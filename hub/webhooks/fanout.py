@@ -72,9 +72,11 @@ class Fanout:
         low = min(cursor.position for cursor in cursors)
         rows = source.after(session, low, BATCH)
         settled = self._settlers[source.name].settle(low, [position for position, _ in rows])
-        events = [source.to_event(session, row) for _, row in rows[:settled]]
-        if not events:
+        if not settled:
             return 0
+        read_up_to = rows[settled - 1][0]  # rows no receiver gets are passed over, too
+        found = [source.to_event(session, row) for _, row in rows[:settled]]
+        events = [event for event in found if event is not None]
         bodies = {event.id: event.body() for event in events}
         now = self.clock.now()
         new_rows = []
@@ -93,7 +95,7 @@ class Fanout:
                             created_at=now,
                         )
                     )
-            cursor.position = max(cursor.position, events[-1].position)
+            cursor.position = max(cursor.position, read_up_to)
             session.add(cursor)
         _insert_ignoring_duplicates(session, WebhookDelivery, new_rows)
         return len(new_rows)

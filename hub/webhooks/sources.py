@@ -2,8 +2,11 @@
 
 A source has a ``name`` — also the first part of its event types ("alarm" gives
 "alarm.acknowledged") — the table's growing integer id (each subscription's cursor in that
-source) and a function that turns one row into an event. Adding a source is a few lines, as
-the fund requests' audit trail shows below::
+source) and a function that turns one row into an event, or into None when the row is not for
+receivers: they are outside HQ, so an alarm event for HQ only (``hub.disclosure``) is never
+sent, and the alarm in every event is as ``hub.disclosure.outside_view`` shows it.
+
+Adding a source is a few lines, as the fund requests' audit trail shows below::
 
     def _fund_request_event(session: Session, row: FundRequestEvent) -> SourceEvent:
         return SourceEvent(
@@ -29,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlmodel import Session, SQLModel, col, func, select
 
-from hub.api.views import alarm_view, outside_event_view
+from hub.api.views import outside_alarm_view, outside_event_view
 from hub.fund.tables import FundAction, FundRequest, FundRequestEvent
 from hub.fund.views import as_fund_event, as_fund_request
 from hub.models import Alarm, AlarmEvent
@@ -57,7 +60,8 @@ class TableSource(Generic[Row]):
     name: str
     table: type[Row]
     id_column: Any
-    to_event: Callable[[Session, Row], SourceEvent]
+    #: None: the row is not for webhook receivers (the cursor still moves past it).
+    to_event: Callable[[Session, Row], SourceEvent | None]
 
     def latest(self, session: Session) -> int:
         """The newest row's id: where a new subscription starts (no flood of history)."""
@@ -77,9 +81,12 @@ def aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _alarm_event(session: Session, row: AlarmEvent) -> SourceEvent:
-    """``alarm.<kind>``: the timeline entry and the alarm as it is now."""
+def _alarm_event(session: Session, row: AlarmEvent) -> SourceEvent | None:
+    """``alarm.<kind>``: the timeline entry and the alarm as it is now, as those outside HQ may
+    see them; None for an event that is for HQ only."""
     assert row.id is not None
+    if row.hq_only:
+        return None
     alarm = session.get(Alarm, row.alarm_pk)
     assert alarm is not None  # a foreign key
     return SourceEvent(
@@ -89,7 +96,7 @@ def _alarm_event(session: Session, row: AlarmEvent) -> SourceEvent:
         created_at=aware(row.at),
         data={
             "event": outside_event_view(row).model_dump(mode="json"),  # roles, not people
-            "alarm": alarm_view(alarm).model_dump(mode="json"),
+            "alarm": outside_alarm_view(alarm).model_dump(mode="json"),
         },
     )
 

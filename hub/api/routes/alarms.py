@@ -2,6 +2,9 @@
 
 An alarm's id is the number in its reference: alarm 12 is what HQ calls "A12". HQ actions are
 in ``alarm_actions``; the live stream of events is ``/v1/alarm-events/stream``.
+
+Callers without HQ's rights see every alarm, filter and list as ``hub.api.visibility`` shows
+them outside HQ: a duress alarm reads, filters and pages as a really cancelled one.
 """
 
 from __future__ import annotations
@@ -16,8 +19,13 @@ from devicekit.protocol import ID_RE, AlarmKind
 from hub.api.errors import Invalid
 from hub.api.pagination import Cursor, Limit, paginate
 from hub.api.routes._common import AlarmReader, DbSession, PathId, QueryId, get_or_404
-from hub.api.views import alarm_view
-from hub.api.visibility import delivery_view_for, event_view_for
+from hub.api.visibility import (
+    alarm_state_for,
+    alarm_view_for,
+    delivery_views_for,
+    event_view_for,
+    visible_rows,
+)
 from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
@@ -42,7 +50,7 @@ def utc(moment: datetime) -> datetime:
 @router.get("/alarms", response_model=Page[Alarm], summary="Alarms, newest first")
 def list_alarms(
     session: DbSession,
-    _: AlarmReader,
+    principal: AlarmReader,
     state: Annotated[
         list[AlarmState] | None, Query(description="Repeat for several: ?state=received&...")
     ] = None,
@@ -57,7 +65,7 @@ def list_alarms(
     """``since`` and ``until`` bound the time the hub received the alarm (since <= t < until)."""
     query = select(AlarmRow)
     if state:
-        query = query.where(col(AlarmRow.state).in_([s.value for s in state]))
+        query = query.where(alarm_state_for(principal).in_([s.value for s in state]))
     if kind is not None:
         query = query.where(AlarmRow.kind == kind.value)
     if defender_id is not None:
@@ -72,14 +80,15 @@ def list_alarms(
         query = query.where(col(AlarmRow.received_at) >= start)
     if end is not None:
         query = query.where(col(AlarmRow.received_at) < end)
+    view = alarm_view_for(principal)
     return paginate(
-        session, query, AlarmRow.id, alarm_view, limit=limit, cursor=cursor, newest_first=True
+        session, query, AlarmRow.id, view, limit=limit, cursor=cursor, newest_first=True
     )
 
 
 @router.get("/alarms/{alarm_id}", response_model=Alarm)
-def get_alarm(alarm_id: PathId, session: DbSession, _: AlarmReader) -> Alarm:
-    return alarm_view(get_or_404(session, AlarmRow, alarm_id, "alarm"))
+def get_alarm(alarm_id: PathId, session: DbSession, principal: AlarmReader) -> Alarm:
+    return alarm_view_for(principal)(get_or_404(session, AlarmRow, alarm_id, "alarm"))
 
 
 @router.get(
@@ -92,6 +101,7 @@ def alarm_timeline(
 ) -> list[AlarmEvent]:
     get_or_404(session, AlarmRow, alarm_id, "alarm")
     query = select(AlarmEventRow).where(AlarmEventRow.alarm_pk == alarm_id)
+    query = visible_rows(principal, query, AlarmEventRow)
     view = event_view_for(principal)
     return [view(row) for row in session.exec(query.order_by(col(AlarmEventRow.id)))]
 
@@ -106,8 +116,9 @@ def alarm_deliveries(
 ) -> list[Delivery]:
     get_or_404(session, AlarmRow, alarm_id, "alarm")
     query = select(DeliveryRow).where(DeliveryRow.alarm_pk == alarm_id)
-    view = delivery_view_for(principal)
-    return [view(row) for row in session.exec(query.order_by(col(DeliveryRow.id)))]
+    query = visible_rows(principal, query, DeliveryRow)
+    views = delivery_views_for(principal, session)
+    return views(session.exec(query.order_by(col(DeliveryRow.id))).all())
 
 
 @router.get(
@@ -128,7 +139,7 @@ def list_alarm_events(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlarmEvent]:
-    query = select(AlarmEventRow)
+    query = visible_rows(principal, select(AlarmEventRow), AlarmEventRow)
     if alarm_id is not None:
         query = query.where(AlarmEventRow.alarm_pk == alarm_id)
     if after is not None:

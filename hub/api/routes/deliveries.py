@@ -1,6 +1,7 @@
 """``/v1/deliveries``: every message the hub queued, one row per recipient and channel.
 
-Message bodies are not shown (they hold positions) and channels are masked.
+Message bodies are not shown (they hold positions) and channels are masked. Callers without
+HQ's rights get roles instead of people, and only what ``hub.disclosure`` shows outside HQ.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from sqlmodel import select
 
-from hub.api.pagination import Cursor, Limit, paginate
+from hub.api.pagination import Cursor, Limit, paginate_rows
 from hub.api.routes._common import AlarmReader, DbSession, QueryId
-from hub.api.visibility import delivery_view_for
+from hub.api.visibility import delivery_views_for, visible_rows
 from hub.models import Delivery as DeliveryRow
 from hub.models import DeliveryStatus
 from sdk.models import Delivery, Page
@@ -31,18 +32,18 @@ def list_deliveries(
     cursor: Cursor = None,
 ) -> Page[Delivery]:
     """``kind``: what the message is about: alarm, reminder, acknowledged, resolved, test..."""
-    query = select(DeliveryRow)
+    query = visible_rows(principal, select(DeliveryRow), DeliveryRow)
     if alarm_id is not None:
         query = query.where(DeliveryRow.alarm_pk == alarm_id)
     if status is not None:
         query = query.where(DeliveryRow.status == status.value)
     if kind is not None:
         query = query.where(DeliveryRow.kind == kind)
-    return paginate(
+    return paginate_rows(
         session,
         query,
         DeliveryRow.id,
-        delivery_view_for(principal),
+        delivery_views_for(principal, session),
         limit=limit,
         cursor=cursor,
         newest_first=True,

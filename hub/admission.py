@@ -263,9 +263,12 @@ class Admission:
         reason: str,
         size: int,
         suspicious: bool = False,
+        keep_whole: bool = False,
     ) -> Verdict:
         """Count one refused message into its account's window; say what to do with it.
-        Sets the refusal database lane for what follows."""
+        ``keep_whole``: keep it whole even beyond ``refusals_kept_whole`` (an alarm or cancel
+        the hub failed to handle may be a real one HQ must read); it is still reported in the
+        summary. Sets the refusal database lane for what follows."""
         account = account_of(topic)
         current_lane.set(Lane(Priority.REFUSAL, account.key))
         now = self._clock()
@@ -278,7 +281,7 @@ class Admission:
             window = state.window = _Window(now, topic, device_id, channel)
         _count(window, reason, size, suspicious)
         if state.kept_in_flood >= self.config.refusals_kept_whole:
-            return Verdict.COUNT
+            return Verdict.KEEP if keep_whole else Verdict.COUNT
         state.kept_in_flood += 1
         if quiet:
             window.reported += 1

@@ -34,7 +34,7 @@ from devicekit import protocol
 from devicekit.topics import parse_topic
 from hub import owntracks, responders
 from hub.admission import Admission, Verdict, claimed_by
-from hub.authenticity import Suspicious, open_payload
+from hub.authenticity import ALARM_CHANNELS, Suspicious, open_payload
 from hub.database import AsyncStore
 from hub.store import AlarmOutcome, Handled, UnknownAlarm, UnknownDevice
 
@@ -231,9 +231,12 @@ class Ingest:
         reason: str,
         payload: bytes,
         suspicious: bool = False,
+        keep_whole: bool = False,
     ) -> int:
         size = len(payload)
-        verdict = self.admission.refusal(topic, device_id, channel, reason, size, suspicious)
+        verdict = self.admission.refusal(
+            topic, device_id, channel, reason, size, suspicious, keep_whole
+        )
         if verdict is Verdict.COUNT:  # a flood: counted for its account's summary
             return PUBACK_SUCCESS
         rejected_id = await self.db.run(
@@ -295,8 +298,11 @@ class Ingest:
             "it for HQ: report it to the hub's developers"
         )
         device_id, channel = claimed_by(topic)
+        # An alarm or cancel the hub could not handle may be real: HQ must be able to read it,
+        # however many came (the reports are still summed up per account).
+        keep_whole = channel in ALARM_CHANNELS
         try:
-            return await self._reject(topic, device_id, channel, reason, payload)
+            return await self._reject(topic, device_id, channel, reason, payload, False, keep_whole)
         except Exception as failed:  # the database cannot even take the refusal: an outage
             raise self._outage(topic, failed) from None
 

@@ -13,16 +13,19 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import text
 
 from broker.launcher import free_port
-from devicekit.protocol import Alarm, AlarmKind, Heartbeat, Position, utcnow
+from devicekit.protocol import Alarm, AlarmKind, Position, utcnow
 from hub import admin, supervision
 from hub.faults import database_outage, scratch_database
 from hub.ingest import Ingest, StorageUnavailable
+from hub.lifecycle import Lifecycle
+from hub.models import RejectedMessage
 from hub.plugin_manager import NotifierRegistry, get_plugin_manager
 from hub.store import AlarmOutcome, Store
 from tests.support.brokers import RunningBroker
@@ -210,16 +213,20 @@ def test_alarms_at_the_ends_of_time_beyond_the_in_flight_window_are_stored_and_o
     assert any("10000-01-01" in d.body for d in store.deliveries(stored.id))
 
 
-def test_messages_hitting_an_unknown_bug_beyond_the_in_flight_window_do_not_stop_intake(
+def test_alarms_hitting_an_unknown_bug_beyond_the_in_flight_window_are_kept_and_others_go_on(
     broker: RunningBroker,
     tmp_path: Path,
     smtp_server: SMTPReceiver,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken(*args: object) -> None:
-        raise Bug("heartbeats hit a bug")
+    start = Lifecycle.start
 
-    monkeypatch.setattr(supervision, "record_heartbeat", broken)
+    def broken(self: Lifecycle, session: Any, alarm: Any, defender: Any, now: datetime) -> None:
+        if alarm.device_id == "wb-buggy":
+            raise Bug("alarms of this wristband hit a bug")
+        start(self, session, alarm, defender, now)
+
+    monkeypatch.setattr(Lifecycle, "start", broken)
     url = f"sqlite:///{tmp_path / 'natalia.db'}"
     store = open_store(url)
     buggy = register_on(broker, store, "wb-buggy", "UTC", {})
@@ -229,23 +236,30 @@ def test_messages_hitting_an_unknown_bug_beyond_the_in_flight_window_do_not_stop
     config = hub_config(broker, url)
     config.http.enabled, config.http.port = True, free_port()
     healthz = f"http://127.0.0.1:{config.http.port}/healthz"
+
+    def kept_whole() -> list[RejectedMessage]:
+        return [row for row in store.rejected(limit=200) if row.payload_size > 0]
+
     try:
         with RunningHub(config):
             for seq in range(1, BEYOND_IN_FLIGHT + 1):
-                beat = Heartbeat(ts=utcnow(), seq=seq, interval_s=300).to_payload()
-                buggy.publish("heartbeat", beat)
+                buggy.publish("alarm", make_alarm(f"bug-{seq}", seq=seq).to_payload())
             genuine.publish("alarm", make_alarm("genuine", seq=1).to_payload())
             wait_until(lambda: "received" in genuine.stages("genuine"), timeout=60)
             wait_until(lambda: smtp_server.messages, timeout=30)
-            wait_until(lambda: len(store.rejected(limit=200)) == BEYOND_IN_FLIGHT, timeout=60)
+            wait_until(lambda: len(kept_whole()) == BEYOND_IN_FLIGHT, timeout=60)
             health = httpx.get(healthz).json()
     finally:
         buggy.close()
         genuine.close()
     assert health["internal_errors"] == BEYOND_IN_FLIGHT
     assert health["status"] == "ok", health  # it is taking messages: refusing them is work done
-    reasons = {row.reason for row in store.rejected(limit=200)}
+    # Every alarm the hub failed to handle is kept whole for HQ (it may be real), however many
+    # came; HQ is told of the first at once and of the rest in the account's summary.
+    reasons = {row.reason for row in kept_whole()}
     assert len(reasons) == 1 and reasons.pop().startswith("internal error: Bug while handling")
+    [summary] = [row for row in store.rejected(limit=200) if row.payload_size == 0]
+    assert summary.reason.startswith(f"{BEYOND_IN_FLIGHT} messages refused"), summary.reason
 
 
 def test_healthz_says_when_the_hub_is_not_taking_messages(

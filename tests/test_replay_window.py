@@ -334,8 +334,10 @@ def test_a_millisecond_timestamp_as_seq_is_stored_on_postgres_and_others_go_on(
     for people in (clock_seq, other):
         broker.add_account(people.device_id, people.device_password)
     first, second = clock_seq.raw_device(broker), other.raw_device(broker)
+    config = hub_config(broker, database_url)
+    config.admission.account_burst = 200  # every heartbeat reaches the database, none refused
     try:
-        with RunningHub(hub_config(broker, database_url)):
+        with RunningHub(config):
             for n in range(105):
                 beat = heartbeat(MILLISECOND_SEQ + n).to_payload()
                 first.publish("heartbeat", beat)

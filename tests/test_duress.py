@@ -16,25 +16,9 @@ import pytest
 from devicekit.protocol import Location, Position, utcnow
 from hub.models import Alarm, Role
 from tests.support.receivers import wait_until
+from tests.support.scene import STAGED_POLICY as POLICY
 from tests.support.scene import Scene
 
-POLICY = """
-[[stages]]
-name = "first"
-roles = ["hq", "trusted"]
-reminder_interval_s = 300
-
-[[stages]]
-name = "partners"
-roles = ["partner"]
-condition = "unacknowledged"
-delay_s = 600
-
-[[stages]]
-name = "public"
-roles = ["public"]
-condition = "verified"
-"""
 CANCEL_CODE, DURESS_CODE = "4711", "9999"
 
 

@@ -12,25 +12,8 @@ import pytest
 from devicekit.protocol import AlarmKind, Cancel, Heartbeat, Location, Position, utcnow
 from hub.models import Role
 from tests.support.receivers import wait_until
+from tests.support.scene import STAGED_POLICY as POLICY
 from tests.support.scene import Scene
-
-POLICY = """
-[[stages]]
-name = "first"
-roles = ["hq", "trusted"]
-reminder_interval_s = 300
-
-[[stages]]
-name = "partners"
-roles = ["partner"]
-condition = "unacknowledged"
-delay_s = 600
-
-[[stages]]
-name = "public"
-roles = ["public"]
-condition = "verified"
-"""
 
 
 @pytest.fixture

@@ -20,6 +20,26 @@ from tests.support.device import RawDevice, make_alarm
 from tests.support.hubs import RunningHub, hub_config, open_store
 from tests.support.receivers import HTTPReceiver, SMTPReceiver, wait_until
 
+#: HQ and trusted contacts at once with reminders, partners when nobody acknowledged within
+#: 10 minutes, the public once verified.
+STAGED_POLICY = """
+[[stages]]
+name = "first"
+roles = ["hq", "trusted"]
+reminder_interval_s = 300
+
+[[stages]]
+name = "partners"
+roles = ["partner"]
+condition = "unacknowledged"
+delay_s = 600
+
+[[stages]]
+name = "public"
+roles = ["public"]
+condition = "verified"
+"""
+
 
 @dataclass
 class Scene:

@@ -10,6 +10,7 @@ also on failure or Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,8 @@ def run_demo(keep: bool = False, serve: bool = False) -> int:
             print(f"demo directory (kept): {workdir}")
         config_path = init_directory(workdir, port=free_port(), http_port=free_port())
         allow_loopback(config_path)  # the demo's SMTP and webhook receivers are local
+        console = workdir / "hq-console.txt"
+        _console_to_file(config_path, console)
         config = load_config(config_path)
         assert config.broker.data_dir is not None
         broker = BrokerProcess(broker_settings(config.broker.data_dir, config.broker.port)).start()
@@ -132,6 +135,9 @@ def run_demo(keep: bool = False, serve: bool = False) -> int:
         wristband.wait_for_ack(alarm.alarm_id, AckStage.RECEIVED, timeout=30)
         print("demo: hub acknowledged receipt to the wristband")
         wristband.wait_for_ack(alarm.alarm_id, AckStage.NOTIFIED, timeout=60)
+        if console.exists():
+            print("demo: what the HQ duty desk's console channel showed:")
+            print(console.read_text(), end="")
         result = _report(Store(engine), DEVICE_ID, alarm.alarm_id, started, mail, webhook)
         if serve and result == 0:
             from hub.demoserve import serve_api
@@ -169,3 +175,11 @@ def _report(
         f"{len(deliveries)} ok, end-to-end {elapsed:.3f} s from trigger to last delivery"
     )
     return 0 if all_ok else 1
+
+
+def _console_to_file(config_path: Path, console: Path) -> None:
+    """The HQ desk's ``console://`` channel writes to ``console`` (the demo prints it at the
+    end): standard output may be the hub's log stream (``make demo 2>&1 | tee``), which the
+    console channel refuses, since its messages carry positions and live links."""
+    with config_path.open("a") as config:
+        config.write(f"\n[plugins.console]\nfile = {json.dumps(str(console))}\n")

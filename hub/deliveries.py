@@ -38,6 +38,7 @@ from hub.outbox import (
     has_next_channel,
     queue_fallback,
 )
+from hub.outside_ids import Ids, outside_ids
 from hub.plugin_api import DeliveryResult, Notification
 from hub.recipients import recipient_stopped
 from hub.retry import RetryPolicy
@@ -127,6 +128,9 @@ class DeliveryStore:
         was queued is cancelled instead (``hub.recipients.recipient_stopped``).
         """
         now = self.clock.now()
+        # Read (or made) before the claim's transaction, whose write lock would hold up making
+        # it (SQLite): plugins are given the delivery's id as outsiders see it (hub.outside_ids).
+        ids = outside_ids(self.engine).deliveries
         with Session(self.engine) as session:
             rows = session.exec(
                 select(Delivery)
@@ -155,7 +159,7 @@ class DeliveryStore:
                     row.deadline_at = self.retry.deadline_from(now)
                 session.add(row)
                 assert row.id is not None
-                notification = _notification(row, self._is_test(session, row))
+                notification = _notification(row, self._is_test(session, row), ids)
                 jobs.append(DeliveryJob(row.id, row.alarm_pk, notification, row.attempts))
             session.flush()
             for alarm_pk in sorted(cancelled):  # a cancel may end the first round
@@ -375,11 +379,14 @@ def _reference(row: Delivery) -> str:
     return short if short != "-" else row.kind
 
 
-def _notification(row: Delivery, is_test: bool) -> Notification:
+def _notification(row: Delivery, is_test: bool, ids: Ids) -> Notification:
+    """The message for its plugin. Its ``delivery_id`` is the one outsiders see: a plugin may
+    hand it on (an idempotency key for a partner's own system), and the row's own id would
+    count the messages for HQ only that came between (``hub.outside_ids``)."""
     assert row.id is not None
     ref = _reference(row)
     return Notification(
-        delivery_id=row.id,
+        delivery_id=ids.shown(row.id),
         url=row.channel_url,
         recipient=row.recipient,
         language=row.language,

@@ -51,7 +51,9 @@ async def send_with_timeout(
     except TimeoutError:
         return DeliveryResult.failure(f"timed out after {timeout:g} s")
     except Exception as exc:
-        log.exception("notifier %s raised on delivery %s", notifier.name, notification.delivery_id)
+        log.exception(
+            "notifier %s raised on a message about %s", notifier.name, notification.alarm_ref
+        )
         text = str(exc).replace(notification.url, "<channel url>")[:300]
         return DeliveryResult.failure(f"{notifier.name} raised {type(exc).__name__}: {text}")
     if not isinstance(result, DeliveryResult):

@@ -339,6 +339,17 @@ class Timer(SQLModel, table=True):
     outcome: str = ""
 
 
+class HubSecret(SQLModel, table=True):
+    """A secret of the whole deployment, not of one hub: made once by the first hub that needs
+    it, so that every hub on the same database uses the same (``hub.outside_ids``)."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: bytes = Field(
+        sa_column=Column(SealedBytes("hubsecret.value", ()), nullable=False), repr=False
+    )
+    created_at: datetime = Field(default_factory=utc_now)
+
+
 class DeviceAck(SQLModel, table=True):
     """An ack the hub owes a device (outbox): published by the hub, whoever caused it."""
 

@@ -200,7 +200,7 @@ def test_webhook_bodies_and_old_messages_about_no_alarm_are_erased_too(database_
 
 
 #: Sealed columns that hold secrets, not positions: retention does not touch them.
-SECRETS = {"device.key", "webhooksubscription.secret"}
+SECRETS = {"device.key", "webhooksubscription.secret", "hubsecret.value"}
 
 
 def test_every_sealed_column_that_can_hold_a_position_is_covered_by_retention() -> None:

@@ -116,6 +116,19 @@ def test_alarm_is_notified_once_every_delivery_has_a_result(store: Store, people
     assert sorted(d.status for d in rows) == ["dead", "sent", "sent"]
 
 
+def test_plugins_are_given_each_delivery_by_the_id_outsiders_see(store: Store, people) -> None:
+    """A plugin may hand ``delivery_id`` on (an idempotency key for a partner's own system):
+    the row's own id would count the messages for HQ only in between (hub.outside_ids)."""
+    from hub.outside_ids import outside_ids
+
+    store.record_alarm(people.device_id, _alarm())
+    jobs = store.claim_pending()
+    shown = outside_ids(store.engine).deliveries
+    given = [job.notification.delivery_id for job in jobs]
+    assert given == [shown.shown(job.delivery_id) for job in jobs]
+    assert given != [job.delivery_id for job in jobs]
+
+
 def test_deliveries_interrupted_by_a_crash_are_sent_again(store: Store, people) -> None:
     store.record_alarm(people.device_id, _alarm())
     claimed = store.claim_pending()

@@ -84,7 +84,8 @@ def deliveries(hub: ApiHub, webhook_id: int) -> list[dict[str, Any]]:
 
 
 def event_ids(hub: ApiHub, alarm_id: int) -> list[str]:
-    with hub.client() as client:
+    """The webhook event ids of the alarm's timeline: named by the ids outside HQ sees."""
+    with hub.client(ApiRole.READ_ONLY) as client:
         return [
             f"alarm_event.{e['id']}" for e in client.get(f"/v1/alarms/{alarm_id}/events").json()
         ]

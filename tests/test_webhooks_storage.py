@@ -14,6 +14,7 @@ from sqlmodel import Session, SQLModel, col, select
 from hub.clock import FakeClock, SystemClock
 from hub.db import make_engine
 from hub.models import AlarmEvent
+from hub.outside_ids import outside_ids
 from hub.retry import RetryPolicy
 from hub.tail import Settler
 from hub.webhooks import subscriptions
@@ -61,6 +62,12 @@ def delivered_events(engine: Engine, webhook_id: int) -> list[str]:
         return list(rows)
 
 
+def sent_as(engine: Engine, rows: list[int]) -> list[str]:
+    """The webhook event ids of these alarm events: their ids as shown outside HQ."""
+    ids = outside_ids(engine).events
+    return [f"alarm_event.{ids.shown(row)}" for row in rows]
+
+
 def at_once(*calls: Callable[[], Any]) -> list[Any]:
     """Run the calls in threads that start together; their results, in order."""
     barrier = threading.Barrier(len(calls))
@@ -87,7 +94,7 @@ def test_a_new_subscription_gets_the_events_from_now_on(engine: Engine) -> None:
     new = add_events(engine, alarm_id, 3)
     assert fanout.fan_out() == 3
     assert fanout.fan_out() == 0
-    assert delivered_events(engine, webhook_id) == [f"alarm_event.{i}" for i in new]
+    assert delivered_events(engine, webhook_id) == sent_as(engine, new)
 
 
 def test_two_hubs_fanning_out_together_create_each_delivery_once(
@@ -103,7 +110,7 @@ def test_two_hubs_fanning_out_together_create_each_delivery_once(
             at_once(*(hub.fan_out for hub in hubs))
     finally:
         other.dispose()
-    assert delivered_events(engine, webhook_id) == [f"alarm_event.{i}" for i in made]
+    assert delivered_events(engine, webhook_id) == sent_as(engine, made)
     with Session(engine) as session:
         cursor = session.get(WebhookCursor, (webhook_id, "alarm"))
         assert cursor is not None and cursor.position == made[-1]
@@ -125,9 +132,7 @@ def test_a_source_added_later_starts_at_its_end_for_existing_subscriptions(engin
     assert fanout.fan_out() == 4
     sent = delivered_events(engine, webhook_id)
     assert [e for e in sent if e.startswith("timeline.")] == [f"timeline.{i}" for i in new]
-    assert [e for e in sent if e.startswith("alarm_event.")] == [
-        f"alarm_event.{i}" for i in old + new
-    ]
+    assert [e for e in sent if e.startswith("alarm_event.")] == sent_as(engine, old + new)
 
 
 def test_deleting_cancels_what_waits_and_leaves_the_rest(engine: Engine) -> None:
@@ -242,10 +247,6 @@ def test_an_event_committed_late_is_waited_for_and_a_rolled_back_one_stepped_ove
         assert fanout.fan_out() == 0
         now[0] = 5.0
         assert fanout.fan_out() == 1
-        assert delivered_events(engine, webhook_id) == [
-            f"alarm_event.{fast - 1}",
-            f"alarm_event.{fast}",
-            f"alarm_event.{after}",
-        ]
+        assert delivered_events(engine, webhook_id) == sent_as(engine, [fast - 1, fast, after])
     finally:
         engine.dispose()

@@ -13,7 +13,9 @@ listener's position is the id of the last event it was sent, which is also the S
 
 A listener outside HQ is never sent an event for HQ only (``hub.disclosure``): for it such an
 event is as if it did not exist — no frame, and the keepalive comes when it would have come
-without it, so not even the timing of what it is sent tells that something happened.
+without it, so not even the timing of what it is sent tells that something happened. Its frames
+carry the ids ``hub.outside_ids`` shows outside HQ, in ``id:`` and in ``data``, so the events it
+is not sent leave no gaps in the numbers either; its position stays a row id, inside the hub.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, func, select
 
 from hub.api.views import alarm_event_view, outside_event_view
+from hub.disclosure import shown_outside
 from hub.models import AlarmEvent
+from hub.outside_ids import Ids, outside_ids
 from hub.tail import Settler
 from sdk.models import AlarmEvent as AlarmEventModel
 
@@ -55,9 +59,11 @@ class Frame:
     outside: bytes | None
 
 
-def frame(row: AlarmEvent) -> Frame:
+def frame(row: AlarmEvent, ids: Ids) -> Frame:
+    """``row`` framed for HQ and, unless it is for HQ only, for those outside HQ, whose frame
+    shows its id as ``ids`` (the events' permutation) does."""
     view = alarm_event_view(row)
-    outside = None if row.hq_only else _sse(outside_event_view(row))
+    outside = None if row.hq_only else _sse(outside_event_view(row, ids))
     return Frame(view.id, view.alarm_id, _sse(view), outside)
 
 
@@ -66,9 +72,17 @@ def _sse(view: AlarmEventModel) -> bytes:
     return f"id: {view.id}\nevent: {kind}\ndata: {view.model_dump_json()}\n\n".encode()
 
 
-def latest_event_id(session: Session) -> int:
-    """The newest alarm event's id (0 when there is none): a stream from "now" starts here."""
-    return int(session.exec(select(func.max(col(AlarmEvent.id)))).one() or 0)
+def latest_event_id(session: Session, outside: bool = False) -> int:
+    """The newest alarm event's id (0 when there is none): a stream from "now" starts here.
+
+    ``outside``: the newest a listener outside HQ may see. Its stream starts there, since where
+    a stream starts is the id of its opening block: an event for HQ only after the last one an
+    outsider was shown would otherwise be seen as a new id with nothing sent for it.
+    """
+    if not outside:
+        return int(session.exec(select(func.max(col(AlarmEvent.id)))).one() or 0)
+    query = select(AlarmEvent.id).where(shown_outside(AlarmEvent))
+    return int(session.exec(query.order_by(col(AlarmEvent.id).desc()).limit(1)).first() or 0)
 
 
 class Broadcaster:
@@ -183,6 +197,7 @@ class Broadcaster:
 
     def _read_new(self, head: int) -> tuple[list[Frame], bool]:
         """The settled events after ``head``, and whether more are waiting."""
+        ids = outside_ids(self.engine).events
         with Session(self.engine) as session:
             rows = session.exec(
                 select(AlarmEvent)
@@ -191,7 +206,7 @@ class Broadcaster:
                 .limit(BATCH)
             ).all()
             settled = self._settler.settle(head, [row.id for row in rows if row.id is not None])
-            return [frame(row) for row in rows[:settled]], settled == BATCH
+            return [frame(row, ids) for row in rows[:settled]], settled == BATCH
 
     def _latest(self) -> int:
         with Session(self.engine) as session:
@@ -201,9 +216,10 @@ class Broadcaster:
         query = select(AlarmEvent).where(col(AlarmEvent.id) > position, col(AlarmEvent.id) <= head)
         if alarm_id is not None:
             query = query.where(AlarmEvent.alarm_pk == alarm_id)
+        ids = outside_ids(self.engine).events
         with Session(self.engine) as session:
             rows = session.exec(query.order_by(col(AlarmEvent.id)).limit(BATCH)).all()
-            return [frame(row) for row in rows]
+            return [frame(row, ids) for row in rows]
 
     async def _run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()

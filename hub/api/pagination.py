@@ -1,7 +1,10 @@
 """Keyset pagination: ``?limit=50&cursor=...`` -> ``{"items": [...], "next_cursor": ...}``.
 
 Cursors are opaque to clients (they encode the last id seen), stable while rows are added, and
-cheap on any table size: no OFFSET.
+cheap on any table size: no OFFSET. A page is always in the order of the rows' own ids (time
+order); a caller who is shown other ids (``hub.outside_ids``: outside HQ) gets a cursor holding
+the id it was shown of the page's last item, mapped back when it returns, so a cursor tells it
+nothing its page did not.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from fastapi import Query
 from sqlmodel import Session, col
 
 from hub.api.errors import ApiError
+from hub.outside_ids import ROW_IDS, Ids
 from sdk.models import MAX_ID, Page
 
 T = TypeVar("T")
@@ -56,8 +60,10 @@ def paginate(
     limit: int,
     cursor: str | None,
     newest_first: bool = False,
+    ids: Ids = ROW_IDS,
 ) -> Page[T]:
-    """One page of ``query`` (a ``select(Table)`` with its filters) ordered by ``id_column``."""
+    """One page of ``query`` (a ``select(Table)`` with its filters) ordered by ``id_column``;
+    ``ids``: how the caller sees the ids of that column (its cursors hold those)."""
     return paginate_rows(
         session,
         query,
@@ -66,6 +72,7 @@ def paginate(
         limit=limit,
         cursor=cursor,
         newest_first=newest_first,
+        ids=ids,
     )
 
 
@@ -78,18 +85,19 @@ def paginate_rows(
     limit: int,
     cursor: str | None,
     newest_first: bool = False,
+    ids: Ids = ROW_IDS,
 ) -> Page[T]:
     """:func:`paginate` with ``convert`` given the page's rows at once (one query for what
     they refer to, not one per row)."""
     column = col(id_column)
     if cursor is not None:
-        last = decode_cursor(cursor)
+        last = ids.raw(decode_cursor(cursor))
         query = query.where(column < last if newest_first else column > last)
     query = query.order_by(column.desc() if newest_first else column).limit(limit + 1)
     rows: Sequence[Any] = list(session.exec(query))
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(_id_of(rows[-1])) if more and rows else None
+    next_cursor = encode_cursor(ids.shown(_id_of(rows[-1]))) if more and rows else None
     return Page[T](items=convert(rows), next_cursor=next_cursor)
 
 

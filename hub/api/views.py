@@ -5,7 +5,8 @@ Channel URLs are shown masked; delivery bodies are not shown (they hold position
 Consumers outside HQ (webhooks, the read-only role, their live streams) get the ``outside_*``
 views: who was told and who acted are named by role (``trusted``, ``hq``...), never by name or
 channel, and providers' texts (which can quote an address) are left out; a duress alarm is
-shown as the really cancelled alarm ``hub.disclosure.outside_view`` makes of it.
+shown as the really cancelled alarm ``hub.disclosure.outside_view`` makes of it; timeline events
+and deliveries carry the ids ``hub.outside_ids`` shows outside HQ, which count nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from hub.disclosure import outside_view
 from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
+from hub.outside_ids import Ids
 from hub.plugin_api import mask_url
 from sdk.models import Alarm, AlarmEvent, AlarmState, Delivery, Position
 
@@ -106,8 +108,9 @@ def outside_actor(row: AlarmEventRow) -> str:
     return "hq"
 
 
-def outside_event_view(row: AlarmEventRow) -> AlarmEvent:
-    """An alarm event as a partner or a dashboard sees it: roles, not people."""
+def outside_event_view(row: AlarmEventRow, ids: Ids) -> AlarmEvent:
+    """An alarm event as a partner or a dashboard sees it: roles, not people, and its id as
+    ``ids`` (the events' permutation) shows it."""
     view = alarm_event_view(row)
     actor = outside_actor(row)
     if row.kind in _NAMELESS_DETAIL and not row.detail.count("@"):
@@ -116,12 +119,19 @@ def outside_event_view(row: AlarmEventRow) -> AlarmEvent:
         detail = f"{row.kind.replace('_', ' ')}: {row.role} recipient"
     else:
         detail = f"{row.kind.replace('_', ' ')} by {actor}"
-    return view.model_copy(update={"actor": actor, "detail": detail})
+    return view.model_copy(update={"id": ids.shown(view.id), "actor": actor, "detail": detail})
 
 
-def outside_delivery_view(row: DeliveryRow) -> Delivery:
-    """A delivery without its recipient's name, channel or the provider's text."""
+def outside_delivery_view(row: DeliveryRow, ids: Ids) -> Delivery:
+    """A delivery without its recipient's name, channel or the provider's text, and its id as
+    ``ids`` (the deliveries' permutation) shows it."""
+    view = delivery_view(row)
     scheme = row.channel_masked.split("://", 1)[0]
-    return delivery_view(row).model_copy(
-        update={"recipient": row.role, "channel": f"{scheme}://", "detail": ""}
+    return view.model_copy(
+        update={
+            "id": ids.shown(view.id),
+            "recipient": row.role,
+            "channel": f"{scheme}://",
+            "detail": "",
+        }
     )

@@ -15,12 +15,15 @@ Roles with ``operations:read`` (admin, hq, read_only) see everything their permi
 Only HQ's roles (``contacts:read``: admin, hq) are told who was told of an alarm and whether a
 duress code was entered. Every other consumer — the read-only role, its live stream, webhook
 receivers — sees alarms as ``hub.disclosure`` shows them outside HQ: a duress alarm is a really
-cancelled one, in every view, filter and list, and nothing HQ did after the code is shown.
+cancelled one, in every view, filter and list, and nothing HQ did after the code is shown; and
+the ids of timeline events and deliveries as ``hub.outside_ids`` shows them, so that the rows it
+is not shown leave no gaps. The ids it sends back are mapped back (:func:`event_position`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TypeVar
 
 from sqlalchemy import ColumnElement
@@ -42,6 +45,7 @@ from hub.disclosure import duress_times, outside_delivery, outside_state, shown_
 from hub.models import Alarm as AlarmRow
 from hub.models import AlarmEvent as AlarmEventRow
 from hub.models import Delivery as DeliveryRow
+from hub.outside_ids import ROW_IDS, Ids, outside_ids_of
 from sdk.models import Alarm, AlarmEvent, Delivery
 
 Row = TypeVar("Row", AlarmEventRow, DeliveryRow)
@@ -85,9 +89,38 @@ def alarm_state_for(principal: Principal) -> Mapped[str] | ColumnElement[str]:
     return col(AlarmRow.state) if knows_recipients(principal) else outside_state()
 
 
-def event_view_for(principal: Principal) -> Callable[[AlarmEventRow], AlarmEvent]:
+def event_ids_for(principal: Principal, session: Session) -> Ids:
+    """Timeline event ids as ``principal`` sees them: the rows' own for HQ, permuted for
+    everyone else (``hub.outside_ids``)."""
+    return ROW_IDS if knows_recipients(principal) else outside_ids_of(session).events
+
+
+def event_position(principal: Principal, session: Session, given: int) -> int | None:
+    """The event id to go on after, from an id ``principal`` was given and sends back
+    (``?after=``, ``Last-Event-ID``); 0, before every event, stays 0.
+
+    None when, outside HQ, it names no event the caller may see: an id from before ids were
+    permuted, or one made up. Going on from wherever it happens to point would skip or repeat
+    events without a word; the caller gets a clear error instead. (For an event HQ only sees,
+    the answer is the same as for none: it tells nothing.)
+    """
+    if knows_recipients(principal) or given == 0:
+        return given
+    raw = event_ids_for(principal, session).raw(given)
+    row = session.get(AlarmEventRow, raw)
+    return raw if row is not None and not row.hq_only else None
+
+
+def delivery_ids_for(principal: Principal, session: Session) -> Ids:
+    """Delivery ids as ``principal`` sees them (see :func:`event_ids_for`)."""
+    return ROW_IDS if knows_recipients(principal) else outside_ids_of(session).deliveries
+
+
+def event_view_for(principal: Principal, session: Session) -> Callable[[AlarmEventRow], AlarmEvent]:
     """Timeline entries naming people for HQ, roles for everyone else."""
-    return alarm_event_view if knows_recipients(principal) else outside_event_view
+    if knows_recipients(principal):
+        return alarm_event_view
+    return partial(outside_event_view, ids=event_ids_for(principal, session))
 
 
 def visible_rows(
@@ -106,10 +139,12 @@ def delivery_views_for(
     if knows_recipients(principal):
         return lambda rows: [delivery_view(row) for row in rows]
 
+    ids = delivery_ids_for(principal, session)
+
     def outside(rows: Sequence[DeliveryRow]) -> list[Delivery]:
         duress = duress_times(session, {row.alarm_pk for row in rows})
         return [
-            outside_delivery_view(outside_delivery(row, duress.get(row.alarm_pk or 0)))
+            outside_delivery_view(outside_delivery(row, duress.get(row.alarm_pk or 0)), ids)
             for row in rows
         ]
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 
 from hub.clock import Clock
+from hub.outside_ids import outside_ids
 from hub.tail import Settler
 from hub.webhooks import subscriptions
 from hub.webhooks.sources import SOURCES, TableSource
@@ -43,6 +44,9 @@ class Fanout:
 
     def fan_out(self) -> int:
         """Create the deliveries of every new event; returns how many."""
+        # The ids receivers are shown need the deployment's key (hub.outside_ids): read, or
+        # made, before a round's transaction, whose write lock would hold the making up (SQLite).
+        outside_ids(self.engine)
         created = 0
         for source in self.sources:
             with Session(self.engine) as session:

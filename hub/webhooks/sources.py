@@ -20,7 +20,9 @@ Adding a source is a few lines, as the fund requests' audit trail shows below::
     SOURCES.append(TableSource("fund_request", FundRequestEvent, FundRequestEvent.id,
                                _fund_request_event))
 
-Event ids must be unique and stable (the receiver's idempotency key), so they name the row.
+Event ids must be unique and stable (the receiver's idempotency key), so they name the row;
+an alarm event by the id it is shown with outside HQ (``hub.outside_ids``: the events for HQ
+only, never sent, must not leave gaps in the numbers receivers see).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from hub.api.views import outside_alarm_view, outside_event_view
 from hub.fund.tables import FundAction, FundRequest, FundRequestEvent
 from hub.fund.views import as_fund_event, as_fund_request
 from hub.models import Alarm, AlarmEvent
+from hub.outside_ids import outside_ids_of
 from sdk.models import WebhookEvent
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -89,13 +92,14 @@ def _alarm_event(session: Session, row: AlarmEvent) -> SourceEvent | None:
         return None
     alarm = session.get(Alarm, row.alarm_pk)
     assert alarm is not None  # a foreign key
+    event = outside_event_view(row, outside_ids_of(session).events)  # roles, not people
     return SourceEvent(
         position=row.id,
-        id=f"alarm_event.{row.id}",
+        id=f"alarm_event.{event.id}",
         type=f"alarm.{row.kind}",
         created_at=aware(row.at),
         data={
-            "event": outside_event_view(row).model_dump(mode="json"),  # roles, not people
+            "event": event.model_dump(mode="json"),
             "alarm": outside_alarm_view(alarm).model_dump(mode="json"),
         },
     )

@@ -4,7 +4,9 @@ An alarm's id is the number in its reference: alarm 12 is what HQ calls "A12". H
 in ``alarm_actions``; the live stream of events is ``/v1/alarm-events/stream``.
 
 Callers without HQ's rights see every alarm, filter and list as ``hub.api.visibility`` shows
-them outside HQ: a duress alarm reads, filters and pages as a really cancelled one.
+them outside HQ: a duress alarm reads, filters and pages as a really cancelled one, and the ids
+of timeline events and deliveries are the ones ``hub.outside_ids`` shows them (``?after=`` and
+cursors take those back).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from hub.api.visibility import (
     alarm_state_for,
     alarm_view_for,
     delivery_views_for,
+    event_ids_for,
+    event_position,
     event_view_for,
     visible_rows,
 )
@@ -102,7 +106,7 @@ def alarm_timeline(
     get_or_404(session, AlarmRow, alarm_id, "alarm")
     query = select(AlarmEventRow).where(AlarmEventRow.alarm_pk == alarm_id)
     query = visible_rows(principal, query, AlarmEventRow)
-    view = event_view_for(principal)
+    view = event_view_for(principal, session)
     return [view(row) for row in session.exec(query.order_by(col(AlarmEventRow.id)))]
 
 
@@ -139,10 +143,17 @@ def list_alarm_events(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[AlarmEvent]:
+    ids = event_ids_for(principal, session)
     query = visible_rows(principal, select(AlarmEventRow), AlarmEventRow)
     if alarm_id is not None:
         query = query.where(AlarmEventRow.alarm_pk == alarm_id)
     if after is not None:
-        query = query.where(col(AlarmEventRow.id) > after)
-    view = event_view_for(principal)
-    return paginate(session, query, AlarmEventRow.id, view, limit=limit, cursor=cursor)
+        position = event_position(principal, session, after)
+        if position is None:
+            raise Invalid(
+                f"after={after} is not the id of an event you were given; use an id "
+                "from this list or the stream"
+            )
+        query = query.where(col(AlarmEventRow.id) > position)
+    view = event_view_for(principal, session)
+    return paginate(session, query, AlarmEventRow.id, view, limit=limit, cursor=cursor, ids=ids)

@@ -1,7 +1,8 @@
 """``/v1/deliveries``: every message the hub queued, one row per recipient and channel.
 
 Message bodies are not shown (they hold positions) and channels are masked. Callers without
-HQ's rights get roles instead of people, and only what ``hub.disclosure`` shows outside HQ.
+HQ's rights get roles instead of people, only what ``hub.disclosure`` shows outside HQ, and the
+ids ``hub.outside_ids`` shows them (their cursors hold those).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from sqlmodel import select
 
 from hub.api.pagination import Cursor, Limit, paginate_rows
 from hub.api.routes._common import AlarmReader, DbSession, QueryId
-from hub.api.visibility import delivery_views_for, visible_rows
+from hub.api.visibility import delivery_ids_for, delivery_views_for, visible_rows
 from hub.models import Delivery as DeliveryRow
 from hub.models import DeliveryStatus
 from sdk.models import Delivery, Page
@@ -47,4 +48,5 @@ def list_deliveries(
         limit=limit,
         cursor=cursor,
         newest_first=True,
+        ids=delivery_ids_for(principal, session),
     )

@@ -16,12 +16,18 @@ role (``hub.api.token_watch``); reconnecting then gets a 401.
 Where it starts: after the ``Last-Event-ID`` header (what a browser's ``EventSource`` sends when
 it reconnects), else after ``?after=<id>``, else at "now" (only new events). A resumed stream
 has no gaps and no duplicates. ``?alarm_id=`` follows one alarm.
+
+Callers outside HQ (without ``contacts:read``) get the event ids ``hub.outside_ids`` shows them,
+in ``id:`` lines and in ``data``, and their ``Last-Event-ID`` and ``?after=`` are mapped back;
+their "now" is the last event they may see, so the opening block's id is never one they were
+not shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI, Header, Query, Request
@@ -36,7 +42,7 @@ from hub.api.errors import ApiError, NotFound, Problem
 from hub.api.routes._common import AlarmReader, Context, DbSession
 from hub.api.token_watch import TokenWatch
 from hub.api.tokens import Principal
-from hub.api.visibility import knows_recipients
+from hub.api.visibility import event_ids_for, event_position, knows_recipients
 from hub.models import Alarm
 from sdk.models import MAX_ID
 
@@ -95,7 +101,7 @@ async def stream(
     resume = _resume_point(last_event_id, after)
     # The request's session (the one the token was checked with) closes now: a stream may stay
     # open for days, and must not hold a pooled connection or an SQLite read snapshot.
-    start = await run_in_threadpool(_start_position, session, resume, alarm_id)
+    start = await run_in_threadpool(_start_position, session, principal, resume, alarm_id)
     broadcaster = _broadcaster(request.app, context)
     watch = _token_watch(request.app, context)
     return StreamingResponse(
@@ -128,13 +134,30 @@ def _resume_point(last_event_id: str | None, after: int | None) -> int | None:
     return int(value)
 
 
-def _start_position(session: Session, resume: int | None, alarm_id: int | None) -> int:
+@dataclass(frozen=True)
+class Start:
+    """Where a stream starts: after the event ``row_id``, shown to its caller as ``shown``."""
+
+    row_id: int
+    shown: int
+
+
+def _start_position(
+    session: Session, principal: Principal, resume: int | None, alarm_id: int | None
+) -> Start:
     try:
         if alarm_id is not None and session.get(Alarm, alarm_id) is None:
             raise NotFound(f"no alarm {alarm_id}")
         if resume is not None:
-            return resume
-        return latest_event_id(session)
+            position = event_position(principal, session, resume)
+            if position is None:
+                raise BadLastEventId(
+                    f"{resume} is not the id of an event this stream sent; reconnect without "
+                    "Last-Event-ID and after to start from now"
+                )
+            return Start(position, resume)
+        latest = latest_event_id(session, outside=not knows_recipients(principal))
+        return Start(latest, event_ids_for(principal, session).shown(latest))
     finally:
         session.close()
 
@@ -161,14 +184,15 @@ async def _events(
     broadcaster: Broadcaster,
     watch: TokenWatch,
     principal: Principal,
-    start: int,
+    start: Start,
     alarm_id: int | None,
     keepalive_s: float,
 ) -> AsyncIterator[bytes]:
     # The opening block carries the start position as its id: a client that loses the
     # connection before the first event resumes from here, not from a new "now" (no gap).
-    yield f"retry: {RETRY_MS}\nid: {start}\n: alarm events after {start}\n\n".encode()
-    frames = broadcaster.listen(start, alarm_id, keepalive_s, not knows_recipients(principal))
+    yield f"retry: {RETRY_MS}\nid: {start.shown}\n: alarm events after {start.shown}\n\n".encode()
+    outside = not knows_recipients(principal)
+    frames = broadcaster.listen(start.row_id, alarm_id, keepalive_s, outside)
     step: asyncio.Future[bytes] | None = None
     with watch.watch(principal) as ended:
         token_ended = asyncio.ensure_future(ended.wait())

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from hub.models import Role
+from tests.support.scene import STAGED_POLICY as POLICY
 from tests.support.scene import Scene
-from tests.test_escalation import POLICY
 
 
 def test_restart_mid_escalation_continues_the_schedule(
